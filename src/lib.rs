@@ -3,9 +3,18 @@
 //! The module tree follows the life of a request: `worker` accepts and polls,
 //! `proxy` runs each client connection's state machine, `http1` parses and
 //! rewrites heads and frames bodies, `balance` picks a backend from
-//! `upstream`, `pool` keeps idle backend connections. `origin` is the small
-//! test origin used by the demo, the tests and the benchmarks.
+//! `upstream`, `pool` keeps backend connections. `origin` is the small test
+//! origin used by the demo, the tests and the benchmarks.
+
+pub mod log;
 
 pub mod balance;
+pub mod buffer;
 pub mod config;
+pub mod error;
+pub mod http1;
+pub mod origin;
+pub mod pool;
+pub mod proxy;
 pub mod upstream;
+pub mod worker;

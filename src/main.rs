@@ -2,19 +2,49 @@
 //! the master (mp). Everything of substance lives in the library.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use load_balancer::config::Mode;
 use load_balancer::config::cli::{self, CliError};
+use load_balancer::worker::{self, Worker};
 
 fn main() -> ExitCode {
-    match cli::parse_from(std::env::args_os()) {
-        Ok(_config) => ExitCode::SUCCESS,
+    let config = match cli::parse_from(std::env::args_os()) {
+        Ok(config) => config,
         Err(CliError::Display(text)) => {
             print!("{text}");
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
         }
-        Err(CliError::Invalid(line)) => {
-            eprintln!("load_balancer: {line}");
-            ExitCode::from(1)
-        }
+        Err(CliError::Invalid(line)) => return fail(&line),
+    };
+    load_balancer::log::set_level(config.log_level);
+    if config.mode == Mode::Multi {
+        load_balancer::warn!(
+            "mp mode is not available yet: serving with one in-process worker (sp)"
+        );
     }
+    let listener = match worker::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(e) => return fail(&format!("cannot listen on {}: {e}", config.listen)),
+    };
+    let config = Arc::new(config);
+    let mut worker = match Worker::new(Arc::clone(&config), listener) {
+        Ok(worker) => worker,
+        Err(e) => return fail(&format!("cannot start the worker: {e}")),
+    };
+    load_balancer::info!(
+        "serving on {} with {} backend(s), strategy {:?}",
+        config.listen,
+        config.backends.len(),
+        config.strategy
+    );
+    match worker.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("event loop failed: {e}")),
+    }
+}
+
+fn fail(line: &str) -> ExitCode {
+    eprintln!("load_balancer: {line}");
+    ExitCode::from(1)
 }

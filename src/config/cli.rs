@@ -1,8 +1,21 @@
-//! Command line (SPEC §1) → validated [`Config`](super::Config).
+//! Command line (SPEC §1) and, through `file`, the `-c` file (SPEC §3) →
+//! validated [`Config`](super::Config).
+//!
+//! Called once by `main`, and again with the same argv to re-read the config
+//! file on reload. Never exits or prints: the caller does, from [`CliError`].
 
 use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use super::Config;
+use clap::builder::PossibleValue;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ColorChoice, Parser, ValueEnum};
+
+use super::file;
+use super::{Config, HealthConfig, LogLevel, Mode, Strategy, Timeouts};
+use crate::upstream::{self, BackendId};
 
 /// Why the command line did not yield a [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,10 +26,688 @@ pub enum CliError {
     Invalid(String),
 }
 
-pub fn parse_from<I, T>(_args: I) -> Result<Config, CliError>
+const AFTER_HELP: &str = "\
+Backend SPEC: host:port, [v6addr]:port, http://host[:port] or https://host[:port],
+optionally followed by ,weight=N (N >= 1, default 1), e.g. -b 10.0.0.5:8080,weight=3.
+Port 443 or https:// means TLS to that backend. Host names are resolved at start.
+
+With -c FILE the backends come from the file; flags given explicitly override
+the file's other settings.";
+
+// Flags that the config file may also set are `Option`s with no clap default,
+// so "given explicitly" stays visible; their defaults are applied after the
+// merge and written into the help text by hand.
+#[derive(Parser, Debug)]
+#[command(
+    name = "load_balancer",
+    version,
+    about = "HTTP/1.1 load balancer daemon",
+    after_help = AFTER_HELP,
+    color = ColorChoice::Never,
+)]
+struct Args {
+    /// Listen port
+    #[arg(short = 'p', long, value_name = "PORT", default_value_t = 8080,
+          value_parser = parse_listen_port, help_heading = "Listening")]
+    port: u16,
+
+    /// Listen address (IPv4 or IPv6)
+    #[arg(short = 'H', long = "host", value_name = "ADDR", default_value = "0.0.0.0",
+          value_parser = parse_listen_ip, help_heading = "Listening")]
+    host: IpAddr,
+
+    /// Serve /metrics on this separate listener only
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr,
+          help_heading = "Listening")]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Backend, repeatable (SPEC below)
+    #[arg(
+        short = 'b',
+        long = "backend",
+        value_name = "SPEC",
+        help_heading = "Backends"
+    )]
+    backends: Vec<String>,
+
+    /// JSON config file, hot-reloaded; its backends replace -b
+    #[arg(short = 'c', long = "config", value_name = "FILE", value_parser = parse_path,
+          help_heading = "Backends")]
+    config: Option<PathBuf>,
+
+    /// round_robin | weighted | random | least_conn | sticky [default: round_robin]
+    #[arg(
+        short = 's',
+        long,
+        value_name = "NAME",
+        hide_possible_values = true,
+        help_heading = "Backends"
+    )]
+    strategy: Option<Strategy>,
+
+    /// Worker processes in mp mode [default: CPU count]
+    #[arg(short = 'w', long, value_name = "N", value_parser = parse_positive_usize,
+          help_heading = "Processes")]
+    workers: Option<usize>,
+
+    /// Multi-process (master + workers) or single-process
+    #[arg(
+        long,
+        value_name = "mp|sp",
+        default_value = "mp",
+        hide_possible_values = true,
+        help_heading = "Processes"
+    )]
+    mode: Mode,
+
+    /// Write the master's PID here (kept true across upgrades)
+    #[arg(long, value_name = "FILE", value_parser = parse_path, help_heading = "Processes")]
+    pid_file: Option<PathBuf>,
+
+    /// Active probe path [default: /]
+    #[arg(long, value_name = "PATH", value_parser = parse_health_path, help_heading = "Health")]
+    health_path: Option<String>,
+
+    /// Active probe period [default: 5000]
+    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Health")]
+    health_interval_ms: Option<Duration>,
+
+    /// Active probe timeout [default: 2000]
+    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Health")]
+    health_timeout_ms: Option<Duration>,
+
+    /// A client must send a complete request head within this (408)
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = parse_ms,
+          help_heading = "Timeouts")]
+    head_timeout_ms: Duration,
+
+    /// Close an idle keep-alive client connection after this
+    #[arg(long, value_name = "N", default_value = "60000", value_parser = parse_ms,
+          help_heading = "Timeouts")]
+    idle_timeout_ms: Duration,
+
+    /// Give up connecting to a backend after this
+    #[arg(long, value_name = "N", default_value = "2000", value_parser = parse_ms,
+          help_heading = "Timeouts")]
+    connect_timeout_ms: Duration,
+
+    /// A backend must send its response head within this (504)
+    #[arg(long, value_name = "N", default_value = "60000", value_parser = parse_ms,
+          help_heading = "Timeouts")]
+    response_timeout_ms: Duration,
+
+    /// err | warn | info | debug
+    #[arg(
+        short = 'l',
+        long = "loglevel",
+        value_name = "LEVEL",
+        default_value = "info",
+        hide_possible_values = true,
+        help_heading = "Logging and debugging"
+    )]
+    loglevel: LogLevel,
+
+    /// Dump request/response heads as they cross the proxy
+    #[arg(short = 't', long, help_heading = "Logging and debugging")]
+    trace: bool,
+
+    /// Do not verify backend TLS certificates (dev only)
+    #[arg(short = 'k', long, help_heading = "TLS")]
+    insecure: bool,
+
+    /// Log TLS handshakes: version, cipher, ALPN, peer cert
+    #[arg(long, help_heading = "TLS")]
+    tls_trace: bool,
+}
+
+/// Parses `args` (argv[0] first), reads `-c FILE` if given, resolves backend
+/// host names and validates everything. Calling it again with the same args
+/// re-reads the file: that is how a reload gets a fresh [`Config`].
+pub fn parse_from<I, T>(args: I) -> Result<Config, CliError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Err(CliError::Invalid("not implemented".into()))
+    let args = Args::try_parse_from(args).map_err(from_clap)?;
+    build(args).map_err(CliError::Invalid)
+}
+
+fn build(a: Args) -> Result<Config, String> {
+    let listen = SocketAddr::new(a.host, a.port);
+    let (backends, file_strategy, file_health) = match (&a.config, a.backends.is_empty()) {
+        (Some(_), false) => {
+            return Err(
+                "-b/--backend cannot be combined with -c/--config (backends come from the file)"
+                    .into(),
+            );
+        }
+        (None, true) => return Err("no backend: give -b HOST:PORT (repeatable) or -c FILE".into()),
+        (Some(path), true) => {
+            let f = file::load(path)?;
+            (f.backends, f.strategy, f.health)
+        }
+        (None, false) => {
+            let backends = a
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| upstream::parse_spec(spec, BackendId(i)))
+                .collect::<Result<Vec<_>, _>>()?;
+            (backends, None, file::FileHealth::default())
+        }
+    };
+    let defaults = HealthConfig::default();
+    let health = HealthConfig {
+        path: a.health_path.or(file_health.path).unwrap_or(defaults.path),
+        interval: a
+            .health_interval_ms
+            .or(file_health.interval)
+            .unwrap_or(defaults.interval),
+        timeout: a
+            .health_timeout_ms
+            .or(file_health.timeout)
+            .unwrap_or(defaults.timeout),
+        unhealthy_threshold: file_health
+            .unhealthy_threshold
+            .unwrap_or(defaults.unhealthy_threshold),
+        healthy_threshold: file_health
+            .healthy_threshold
+            .unwrap_or(defaults.healthy_threshold),
+    };
+    if let Some(m) = a.metrics_addr {
+        let same_ip =
+            m.ip() == listen.ip() || m.ip().is_unspecified() || listen.ip().is_unspecified();
+        if m.port() == listen.port() && same_ip {
+            return Err(format!(
+                "--metrics-addr {m} overlaps the listen address {listen}: pick another port"
+            ));
+        }
+    }
+    Ok(Config {
+        listen,
+        backends,
+        strategy: a.strategy.or(file_strategy).unwrap_or(Strategy::RoundRobin),
+        mode: a.mode,
+        workers: a.workers.unwrap_or_else(cpu_count),
+        log_level: a.loglevel,
+        insecure: a.insecure,
+        trace: a.trace,
+        tls_trace: a.tls_trace,
+        pid_file: a.pid_file.map(absolute),
+        metrics_addr: a.metrics_addr,
+        config_file: a.config.map(absolute),
+        health,
+        timeouts: Timeouts {
+            head: a.head_timeout_ms,
+            idle: a.idle_timeout_ms,
+            connect: a.connect_timeout_ms,
+            response: a.response_timeout_ms,
+        },
+    })
+}
+
+/// Errors keep the path as typed; the `Config` holds it absolute so a reload
+/// or the pid file still finds it if the process changes directory.
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Help and version go to stdout; every other clap error becomes the first
+/// line of its message (no "error:" prefix, no usage block), because SPEC §1
+/// wants one line and exit 1 where clap would print a paragraph and exit 2.
+fn from_clap(e: clap::Error) -> CliError {
+    let text = e.render().to_string();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => CliError::Display(text),
+        _ => {
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let mut line = first
+                .strip_prefix("error: ")
+                .unwrap_or(first)
+                .trim_end()
+                .to_string();
+            // clap puts these hints on later lines, which the one-line
+            // contract would drop; keep them on the line.
+            if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
+                line.push_str(&format!(" (expected one of: {})", valid.join(", ")));
+            }
+            if let Some(ContextValue::String(arg)) = e.get(ContextKind::SuggestedArg) {
+                line.push_str(&format!(" (did you mean '{arg}'?)"));
+            }
+            CliError::Invalid(line)
+        }
+    }
+}
+
+fn parse_listen_port(s: &str) -> Result<u16, String> {
+    // Port 0 would give every SO_REUSEPORT worker socket a different port.
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err("expected a port number 1-65535".into()),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn parse_listen_ip(s: &str) -> Result<IpAddr, String> {
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse()
+        .map_err(|_| "expected an IPv4 or IPv6 address such as 0.0.0.0 or ::".into())
+}
+
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => Err("port must be 1-65535".into()),
+        Ok(a) => Ok(a),
+        Err(_) => Err("expected ADDR:PORT such as 127.0.0.1:9100 or [::1]:9100".into()),
+    }
+}
+
+fn parse_positive_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("expected a whole number ≥ 1".into()),
+    }
+}
+
+fn parse_ms(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1 (milliseconds)".into()),
+        Ok(n) => Ok(Duration::from_millis(n)),
+        Err(_) => Err("expected a whole number of milliseconds ≥ 1".into()),
+    }
+}
+
+fn parse_health_path(s: &str) -> Result<String, String> {
+    file::check_health_path(s).map(|()| s.to_string())
+}
+
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty file name".into());
+    }
+    Ok(PathBuf::from(s))
+}
+
+impl ValueEnum for Strategy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Strategy::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+impl ValueEnum for Mode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Mode::Multi, Mode::Single]
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        // No per-value help: it would make clap switch `--help` to its
+        // verbose layout, unlike `-h`.
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+impl ValueEnum for LogLevel {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            LogLevel::Err,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+        ]
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, CliError> {
+        parse_from(std::iter::once("load_balancer").chain(args.iter().copied()))
+    }
+
+    fn invalid(args: &[&str]) -> String {
+        match parse(args) {
+            Err(CliError::Invalid(line)) => {
+                assert!(!line.contains('\n'), "{args:?}: {line}");
+                assert!(!line.starts_with("error"), "{args:?}: {line}");
+                line
+            }
+            other => panic!("{args:?}: expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&["-b", "127.0.0.1:9001"]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.backends.len(), 1);
+        assert_eq!(c.strategy, Strategy::RoundRobin);
+        assert_eq!(c.mode, Mode::Multi);
+        assert_eq!(c.workers, cpu_count());
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert!(!c.insecure && !c.trace && !c.tls_trace);
+        assert_eq!(
+            (c.pid_file, c.metrics_addr, c.config_file),
+            (None, None, None)
+        );
+        assert_eq!(c.health, HealthConfig::default());
+        assert_eq!(c.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn every_flag() {
+        let c = parse(&[
+            "-p",
+            "9000",
+            "-H",
+            "::1",
+            "-b",
+            "127.0.0.1:1",
+            "--backend",
+            "https://[::1],weight=4",
+            "-w",
+            "3",
+            "-s",
+            "least_conn",
+            "--mode",
+            "sp",
+            "-l",
+            "debug",
+            "-k",
+            "-t",
+            "--tls-trace",
+            "--pid-file",
+            "/run/lb.pid",
+            "--metrics-addr",
+            "127.0.0.1:9100",
+            "--health-path",
+            "/healthz",
+            "--health-interval-ms",
+            "100",
+            "--health-timeout-ms",
+            "50",
+            "--head-timeout-ms",
+            "1",
+            "--idle-timeout-ms",
+            "2",
+            "--connect-timeout-ms",
+            "3",
+            "--response-timeout-ms",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "[::1]:9000".parse().unwrap());
+        let b: Vec<_> = c
+            .backends
+            .iter()
+            .map(|b| (b.id, b.label.as_str(), b.weight, b.tls))
+            .collect();
+        assert_eq!(
+            b,
+            [
+                (BackendId(0), "127.0.0.1:1", 1, false),
+                (BackendId(1), "[::1]:443", 4, true)
+            ]
+        );
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.strategy, Strategy::LeastConn);
+        assert_eq!(c.mode, Mode::Single);
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert!(c.insecure && c.trace && c.tls_trace);
+        assert_eq!(c.pid_file, Some(PathBuf::from("/run/lb.pid")));
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.health.path, "/healthz");
+        assert_eq!(c.health.interval, Duration::from_millis(100));
+        assert_eq!(c.health.timeout, Duration::from_millis(50));
+        let ms = Duration::from_millis;
+        assert_eq!(
+            c.timeouts,
+            Timeouts {
+                head: ms(1),
+                idle: ms(2),
+                connect: ms(3),
+                response: ms(4)
+            }
+        );
+        let c = parse(&["-b", "127.0.0.1:1", "--host", "[::]", "--port=1"]).unwrap();
+        assert_eq!(c.listen, "[::]:1".parse().unwrap());
+        let c = parse(&["-b", "127.0.0.1:1", "--pid-file", "lb.pid"]).unwrap();
+        assert_eq!(
+            c.pid_file,
+            Some(std::env::current_dir().unwrap().join("lb.pid"))
+        );
+    }
+
+    #[test]
+    fn help_and_version_are_displayed() {
+        let Err(CliError::Display(help)) = parse(&["--help"]) else {
+            panic!("--help")
+        };
+        for want in [
+            "Listening:",
+            "Backends:",
+            "Processes:",
+            "Health:",
+            "Timeouts:",
+            "Logging and debugging:",
+            "TLS:",
+            "[default: 8080]",
+            "[default: 0.0.0.0]",
+            "[default: round_robin]",
+            "[default: CPU count]",
+            "[default: mp]",
+            "[default: info]",
+            "[default: /]",
+            "[default: 5000]",
+            "[default: 2000]",
+            "[default: 10000]",
+            "[default: 60000]",
+            "--health-interval-ms",
+            "-V, --version",
+            "weight=N",
+        ] {
+            assert!(help.contains(want), "help lacks {want:?}:\n{help}");
+        }
+        assert_eq!(parse(&["-h"]).err(), parse(&["--help"]).err());
+        let Err(CliError::Display(v)) = parse(&["-V"]) else {
+            panic!("-V")
+        };
+        assert_eq!(v, format!("load_balancer {}\n", env!("CARGO_PKG_VERSION")));
+        assert_eq!(parse(&["--version"]).err(), parse(&["-V"]).err());
+    }
+
+    #[test]
+    fn invalid_command_lines_give_one_line() {
+        let table: &[(&[&str], &str)] = &[
+            (&[], "no backend: give -b HOST:PORT (repeatable) or -c FILE"),
+            (
+                &["-b", "127.0.0.1:1", "-c", "x.json"],
+                "-b/--backend cannot be combined with -c/--config",
+            ),
+            (&["-b", "127.0.0.1"], "bad backend '127.0.0.1': no port"),
+            (
+                &["-b", "127.0.0.1:1", "-b", "::1:80"],
+                "bad backend '::1:80': an IPv6 address must be bracketed",
+            ),
+            (
+                &["-b", "127.0.0.1:1,weight=0"],
+                "bad backend '127.0.0.1:1,weight=0': weight must be at least 1",
+            ),
+            (&["-b", "127.0.0.1:1,weight=two"], "weight 'two'"),
+            (&["-b", "127.0.0.1:1,down"], "unknown option 'down'"),
+            (
+                &["-b", "no-such-host.invalid:80"],
+                "cannot resolve backend host 'no-such-host.invalid'",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "-w", "0"],
+                "invalid value '0' for '--workers <N>': must be at least 1",
+            ),
+            (&["-b", "127.0.0.1:1", "-w", "many"], "'--workers <N>'"),
+            (
+                &["-b", "127.0.0.1:1", "--health-interval-ms", "0"],
+                "'--health-interval-ms <N>': must be at least 1",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--health-timeout-ms", "0"],
+                "'--health-timeout-ms <N>'",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--head-timeout-ms", "0"],
+                "'--head-timeout-ms <N>'",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--idle-timeout-ms", "0"],
+                "'--idle-timeout-ms <N>'",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--connect-timeout-ms", "0"],
+                "'--connect-timeout-ms <N>'",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--response-timeout-ms", "x"],
+                "'--response-timeout-ms <N>'",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--response-timeout-ms", "-5"],
+                "unexpected argument '-5'",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--health-path", "health"],
+                "must start with '/'",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--metrics-addr", "9100"],
+                "'--metrics-addr <ADDR:PORT>': expected ADDR:PORT",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--metrics-addr", "0.0.0.0:8080"],
+                "overlaps the listen address",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "-H", "localhost"],
+                "'--host <ADDR>': expected an IPv4 or IPv6 address",
+            ),
+            (&["-b", "127.0.0.1:1", "-p", "0"], "'--port <PORT>'"),
+            (
+                &["-b", "127.0.0.1:1", "-s", "fastest"],
+                "invalid value 'fastest' for '--strategy <NAME>' (expected one of: round_robin, weighted, random, least_conn, sticky)",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--mode", "threads"],
+                "invalid value 'threads' for '--mode <mp|sp>' (expected one of: mp, sp)",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "-l", "trace"],
+                "'--loglevel <LEVEL>'",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--frobnicate"],
+                "unexpected argument '--frobnicate' found",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--stratgy", "random"],
+                "unexpected argument '--stratgy' found (did you mean '--strategy'?)",
+            ),
+            (&["-b"], "a value is required for '--backend <SPEC>'"),
+            (
+                &["-b", "127.0.0.1:1", "stray"],
+                "unexpected argument 'stray' found",
+            ),
+            (
+                &["-c", "/nonexistent/lb.json"],
+                "config /nonexistent/lb.json: cannot read: No such file or directory",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for &(args, fragment) in table {
+            let line = invalid(args);
+            if !line.contains(fragment) {
+                wrong.push(format!("{args:?}\n  gave: {line}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn explicit_flags_override_the_file_except_backends() {
+        let dir = std::env::temp_dir().join(format!("lb-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lb.json");
+        std::fs::write(
+            &path,
+            r#"{"backends": [{"host": "127.0.0.1", "port": 1}, {"host": "127.0.0.1", "port": 2, "weight": 5}],
+                "strategy": "weighted",
+                "health": {"path": "/file", "interval_ms": 7, "timeout_ms": 8,
+                           "unhealthy_threshold": 9, "healthy_threshold": 10}}"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["-c", p]).unwrap();
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.backends[1].weight, 5);
+        assert_eq!(c.strategy, Strategy::Weighted);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            c.health,
+            HealthConfig {
+                path: "/file".into(),
+                interval: ms(7),
+                timeout: ms(8),
+                unhealthy_threshold: 9,
+                healthy_threshold: 10,
+            }
+        );
+        let c = parse(&[
+            "-c",
+            p,
+            "-s",
+            "random",
+            "--health-path",
+            "/cli",
+            "--health-timeout-ms",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.strategy, Strategy::Random);
+        assert_eq!(
+            (c.health.path.as_str(), c.health.interval, c.health.timeout),
+            ("/cli", ms(7), ms(3))
+        );
+        assert_eq!(c.health.unhealthy_threshold, 9);
+
+        std::fs::write(&path, r#"{"backends": [{"host": "127.0.0.1", "port": 1}]}"#).unwrap();
+        let c = parse(&["-c", p]).unwrap();
+        assert_eq!(c.strategy, Strategy::RoundRobin);
+        assert_eq!(c.health, HealthConfig::default());
+
+        std::fs::write(
+            &path,
+            "{\"backends\": [{\"host\": \"127.0.0.1\", \"port\": 1}],\n\"strategy\": \"fast\"}",
+        )
+        .unwrap();
+        let line = invalid(&["-c", p]);
+        assert!(
+            line.starts_with(&format!("config {p}: unknown variant `fast`")),
+            "{line}"
+        );
+        assert!(line.ends_with("at line 2 column 18"), "{line}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,10 +1,12 @@
 //! The validated, immutable run-time configuration.
 //!
-//! `cli` turns the command line into a [`Config`]; everything downstream
-//! (master, worker, balancer, pool) reads only this type and never argv.
-//! Nothing here does I/O except host-name resolution at start-up in `cli`.
+//! `cli` turns the command line (and, through `file`, the `-c` JSON file)
+//! into a [`Config`]; everything downstream (master, worker, balancer, pool)
+//! reads only this type and never argv. Nothing here does I/O except reading
+//! the config file and resolving backend host names, both in `parse_from`.
 
 pub mod cli;
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +24,31 @@ pub enum Strategy {
     Sticky,
 }
 
+impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::RoundRobin,
+        Strategy::Weighted,
+        Strategy::Random,
+        Strategy::LeastConn,
+        Strategy::Sticky,
+    ];
+
+    /// The name used on the command line and in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Weighted => "weighted",
+            Strategy::Random => "random",
+            Strategy::LeastConn => "least_conn",
+            Strategy::Sticky => "sticky",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
 /// Process model (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -31,6 +58,16 @@ pub enum Mode {
     Single,
 }
 
+impl Mode {
+    /// `mp` / `sp`, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Multi => "mp",
+            Mode::Single => "sp",
+        }
+    }
+}
+
 /// Log filter, most severe first so `level <= configured` means "print".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -38,6 +75,18 @@ pub enum LogLevel {
     Warn = 1,
     Info = 2,
     Debug = 3,
+}
+
+impl LogLevel {
+    /// `err` / `warn` / `info` / `debug`, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Err => "err",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
 }
 
 /// Active and passive health-check settings (SPEC §8).
@@ -50,6 +99,19 @@ pub struct HealthConfig {
     pub unhealthy_threshold: u32,
     /// Consecutive successes that bring it back.
     pub healthy_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    /// SPEC §1 and §8 defaults.
+    fn default() -> Self {
+        HealthConfig {
+            path: "/".into(),
+            interval: Duration::from_millis(5000),
+            timeout: Duration::from_millis(2000),
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+        }
+    }
 }
 
 /// The proxy's timers (SPEC §5). Configurable so tests can run them quickly.

@@ -1,0 +1,381 @@
+//! The `-c FILE` JSON config (SPEC §3): reading, strict parsing, validation.
+//!
+//! Loading is a pure function of the file (plus DNS for backend names): no
+//! state and no defaults, so the hot reloader can call [`load`] again and the
+//! caller (`cli::parse_from`) decides how explicit flags override it.
+
+use std::num::{NonZeroU16, NonZeroU32, NonZeroU64};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+
+use super::Strategy;
+use crate::upstream::{self, Backend, BackendId, HostHeader};
+
+/// A valid config file. `None` means "not in the file": the command line or
+/// the built-in default applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    /// Non-empty, resolved; `backends[i].id == BackendId(i)`.
+    pub backends: Vec<Backend>,
+    pub strategy: Option<Strategy>,
+    pub health: FileHealth,
+}
+
+/// The file's `health` object; every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileHealth {
+    pub path: Option<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub unhealthy_threshold: Option<u32>,
+    pub healthy_threshold: Option<u32>,
+}
+
+/// Reads and validates the file. The error is one line naming the file, and
+/// for JSON and value errors the line and column.
+pub fn load(path: &Path) -> Result<FileConfig, String> {
+    let name = path.display();
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("config {name}: cannot read: {}", io_reason(&e)))?;
+    parse(&bytes).map_err(|e| format!("config {name}: {e}"))
+}
+
+/// [`load`] without the file system, for tests and for a reloader that has
+/// already read the bytes. The error does not name the file.
+pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
+    // serde would accept a struct written as a positional array; nobody
+    // means that, so say what is expected instead.
+    match json.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(_) => {
+            return Err("the top level must be a JSON object: {\"backends\": [...]}".into());
+        }
+    }
+    let raw: JsonFile = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let backends = raw
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let host_header = match b.host_header {
+                None => HostHeader::Auto,
+                Some(JsonHostHeader::Preserve) => HostHeader::Preserve,
+                Some(JsonHostHeader::Backend) => HostHeader::Backend,
+            };
+            let weight = b.weight.map_or(upstream::DEFAULT_WEIGHT, NonZeroU32::get);
+            upstream::backend_from_parts(&b.host, b.port.get(), weight, host_header, BackendId(i))
+                .map_err(|e| format!("backends[{i}]: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let health = raw.health.unwrap_or_default();
+    let ms = |v: Option<NonZeroU64>| v.map(|n| Duration::from_millis(n.get()));
+    Ok(FileConfig {
+        backends,
+        strategy: raw.strategy.map(|s| match s {
+            JsonStrategy::RoundRobin => Strategy::RoundRobin,
+            JsonStrategy::Weighted => Strategy::Weighted,
+            JsonStrategy::Random => Strategy::Random,
+            JsonStrategy::LeastConn => Strategy::LeastConn,
+            JsonStrategy::Sticky => Strategy::Sticky,
+        }),
+        health: FileHealth {
+            path: health.path,
+            interval: ms(health.interval_ms),
+            timeout: ms(health.timeout_ms),
+            unhealthy_threshold: health.unhealthy_threshold.map(NonZeroU32::get),
+            healthy_threshold: health.healthy_threshold.map(NonZeroU32::get),
+        },
+    })
+}
+
+/// The probe path goes verbatim into a request line, so it must be an
+/// origin-form path without spaces or control characters.
+pub fn check_health_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("health path '{path}' must start with '/'"));
+    }
+    if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "health path '{}' must not contain spaces or control characters",
+            path.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// `io::Error`'s text without the " (os error N)" tail: the line is for people.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    }
+}
+
+// The wire format. Validation that needs no DNS happens during
+// deserialisation so that serde_json reports the line and column.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonFile {
+    #[serde(deserialize_with = "non_empty_backends")]
+    backends: Vec<JsonBackend>,
+    strategy: Option<JsonStrategy>,
+    health: Option<JsonHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonBackend {
+    host: String,
+    port: NonZeroU16,
+    weight: Option<NonZeroU32>,
+    host_header: Option<JsonHostHeader>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct JsonHealth {
+    #[serde(default, deserialize_with = "health_path")]
+    path: Option<String>,
+    interval_ms: Option<NonZeroU64>,
+    timeout_ms: Option<NonZeroU64>,
+    unhealthy_threshold: Option<NonZeroU32>,
+    healthy_threshold: Option<NonZeroU32>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum JsonStrategy {
+    RoundRobin,
+    Weighted,
+    Random,
+    LeastConn,
+    Sticky,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum JsonHostHeader {
+    Preserve,
+    Backend,
+}
+
+fn non_empty_backends<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<JsonBackend>, D::Error> {
+    let v = Vec::<JsonBackend>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(de::Error::custom(
+            "\"backends\" is empty: list at least one backend",
+        ));
+    }
+    Ok(v)
+}
+
+fn health_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let path = String::deserialize(d)?;
+    check_health_path(&path).map_err(de::Error::custom)?;
+    Ok(Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        parse(json.as_bytes()).expect_err(json)
+    }
+
+    #[test]
+    fn spec_example_minus_dns() {
+        let json = r#"{
+          "backends": [
+            {"host": "127.0.0.1", "port": 9001},
+            {"host": "127.0.0.1", "port": 9002, "weight": 2},
+            {"host": "localhost", "port": 443, "host_header": "preserve"},
+            {"host": "https://127.0.0.1", "port": 8443, "host_header": "backend"}
+          ],
+          "strategy": "weighted",
+          "health": {"path": "/", "interval_ms": 5000, "timeout_ms": 2000,
+                     "unhealthy_threshold": 3, "healthy_threshold": 2}
+        }"#;
+        let c = parse(json.as_bytes()).unwrap();
+        assert_eq!(c.strategy, Some(Strategy::Weighted));
+        let summary: Vec<_> = c
+            .backends
+            .iter()
+            .map(|b| (b.id, b.label.as_str(), b.weight, b.tls, b.host_header))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (BackendId(0), "127.0.0.1:9001", 1, false, HostHeader::Auto),
+                (BackendId(1), "127.0.0.1:9002", 2, false, HostHeader::Auto),
+                (BackendId(2), "localhost:443", 1, true, HostHeader::Preserve),
+                (BackendId(3), "127.0.0.1:8443", 1, true, HostHeader::Backend),
+            ]
+        );
+        assert_eq!(
+            c.health,
+            FileHealth {
+                path: Some("/".into()),
+                interval: Some(Duration::from_millis(5000)),
+                timeout: Some(Duration::from_millis(2000)),
+                unhealthy_threshold: Some(3),
+                healthy_threshold: Some(2),
+            }
+        );
+    }
+
+    #[test]
+    fn only_backends_is_required() {
+        let c = parse(br#"{"backends":[{"host":"::1","port":80}]}"#).unwrap();
+        assert_eq!(c.backends[0].label, "[::1]:80");
+        assert_eq!(c.strategy, None);
+        assert_eq!(c.health, FileHealth::default());
+    }
+
+    #[test]
+    fn bad_files_name_the_problem_and_position() {
+        let table: &[(&str, &str)] = &[
+            ("", "EOF while parsing a value at line 1 column 0"),
+            (
+                "{\n  \"backends\": [\n",
+                "EOF while parsing a list at line 3 column 0",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1},]}"#,
+                "trailing comma at line 1 column 48",
+            ),
+            ("{\n \"backends\": [],\n}", "\"backends\" is empty"),
+            (
+                r#"{"strategy": "random"}"#,
+                "missing field `backends` at line 1 column 22",
+            ),
+            (
+                "{\"backends\": [{\"host\": \"127.0.0.1\", \"port\": 1}],\n  \"stratgy\": \"random\"}",
+                "unknown field `stratgy`, expected one of `backends`, `strategy`, `health` at line 2 column 11",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1, "wieght": 2}]}"#,
+                "unknown field `wieght`",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"pth": "/"}}"#,
+                "unknown field `pth`",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 0}]}"#,
+                "expected a nonzero u16 at line 1 column 45",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 70000}]}"#,
+                "70000",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": "80"}]}"#,
+                "invalid type: string \"80\"",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1, "weight": 0}]}"#,
+                "line 1 column 58",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "strategy": "fastest"}"#,
+                "unknown variant `fastest`",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1, "host_header": "auto"}]}"#,
+                "unknown variant `auto`",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"path": "health"}}"#,
+                "must start with '/' at line 1",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"path": "/a b"}}"#,
+                "spaces",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"interval_ms": 0}}"#,
+                "line 1 column",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"healthy_threshold": 0}}"#,
+                "line 1 column",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "backends": []}"#,
+                "duplicate field `backends`",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}, {"host": "a b", "port": 1}]}"#,
+                "backends[1]: bad backend host 'a b'",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1:80", "port": 80}]}"#,
+                "backends[0]: bad backend host '127.0.0.1:80' port 80: put the port",
+            ),
+            (
+                r#"{"backends": [{"host": "no-such-host.invalid", "port": 80}]}"#,
+                "backends[0]: cannot resolve backend host 'no-such-host.invalid'",
+            ),
+            (" [1]", "must be a JSON object"),
+            ("1", "must be a JSON object"),
+            (
+                r#"{"backends": [["127.0.0.1", 80]]}"#,
+                "invalid length 2, expected struct JsonBackend with 4 elements",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for &(json, fragment) in table {
+            let e = err(json);
+            if !e.contains(fragment) || e.contains('\n') {
+                wrong.push(format!("{json}\n  gave: {e}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("lb-file-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.json");
+        assert_eq!(
+            load(&missing).unwrap_err(),
+            format!(
+                "config {}: cannot read: No such file or directory",
+                missing.display()
+            )
+        );
+        let bad = dir.join("bad.json");
+        std::fs::write(
+            &bad,
+            "{\n  \"backends\": [{\"host\": \"127.0.0.1\", \"port\": 1}],\n  \"x\": 1\n}",
+        )
+        .unwrap();
+        let e = load(&bad).unwrap_err();
+        assert!(
+            e.starts_with(&format!("config {}: unknown field `x`", bad.display())),
+            "{e}"
+        );
+        assert!(e.ends_with("at line 3 column 5"), "{e}");
+        let good = dir.join("good.json");
+        std::fs::write(&good, r#"{"backends": [{"host": "127.0.0.1", "port": 1}]}"#).unwrap();
+        assert_eq!(load(&good).unwrap().backends.len(), 1);
+        // A second load of the same file gives the same result (reload).
+        assert_eq!(load(&good).unwrap(), load(&good).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn health_paths() {
+        assert!(check_health_path("/").is_ok());
+        assert!(check_health_path("/healthz?full=1").is_ok());
+        for bad in ["", "healthz", "/a b", "/a\tb", "/\r\n"] {
+            assert!(check_health_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}

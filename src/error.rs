@@ -1,0 +1,132 @@
+//! The proxy's failures, each with who is to blame, and the one place where a
+//! failure becomes an HTTP answer to the client.
+
+use crate::http1::HeadError;
+
+/// Who caused a failure: only backend-blamed failures count against a
+/// backend's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Client,
+    Backend,
+    Proxy,
+}
+
+/// A request the proxy answers itself, with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    /// The request head broke a rule of SPEC §5 (400).
+    BadRequest(&'static str),
+    /// Header section too large (431).
+    HeadTooLarge,
+    /// CONNECT and the like (405).
+    MethodNotAllowed,
+    /// No complete head within the head timeout (408).
+    HeadTimeout,
+    /// No backend could be connected (502).
+    NoBackend,
+    /// Every backend is known to be down (503).
+    AllBackendsDown,
+    /// The backend broke the exchange: malformed response, reset, early
+    /// close (502).
+    BadGateway(&'static str),
+    /// No response head in time (504).
+    GatewayTimeout,
+}
+
+impl From<HeadError> for ProxyError {
+    fn from(e: HeadError) -> Self {
+        match e {
+            HeadError::TooLarge => ProxyError::HeadTooLarge,
+            HeadError::MethodNotAllowed => ProxyError::MethodNotAllowed,
+            HeadError::Malformed(r) | HeadError::Smuggling(r) => ProxyError::BadRequest(r),
+        }
+    }
+}
+
+impl ProxyError {
+    pub fn blame(self) -> Blame {
+        match self {
+            ProxyError::BadRequest(_)
+            | ProxyError::HeadTooLarge
+            | ProxyError::MethodNotAllowed
+            | ProxyError::HeadTimeout => Blame::Client,
+            ProxyError::NoBackend | ProxyError::BadGateway(_) | ProxyError::GatewayTimeout => {
+                Blame::Backend
+            }
+            ProxyError::AllBackendsDown => Blame::Proxy,
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            ProxyError::BadRequest(_) => 400,
+            ProxyError::HeadTooLarge => 431,
+            ProxyError::MethodNotAllowed => 405,
+            ProxyError::HeadTimeout => 408,
+            ProxyError::NoBackend | ProxyError::BadGateway(_) => 502,
+            ProxyError::AllBackendsDown => 503,
+            ProxyError::GatewayTimeout => 504,
+        }
+    }
+
+    /// The complete answer. Every error answer closes the connection: after
+    /// a framing error nothing that follows can be trusted, and after a
+    /// backend failure the client may still be sending a body we dropped.
+    pub fn response(self) -> &'static [u8] {
+        match self {
+            ProxyError::BadRequest(_) => {
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nBad Request\n"
+            }
+            ProxyError::HeadTooLarge => {
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 32\r\nConnection: close\r\n\r\nRequest Header Fields Too Large\n"
+            }
+            ProxyError::MethodNotAllowed => {
+                b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 19\r\nConnection: close\r\n\r\nMethod Not Allowed\n"
+            }
+            ProxyError::HeadTimeout => {
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nRequest Timeout\n"
+            }
+            ProxyError::NoBackend | ProxyError::BadGateway(_) => {
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nBad Gateway\n"
+            }
+            ProxyError::AllBackendsDown => {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n"
+            }
+            ProxyError::GatewayTimeout => {
+                b"HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nGateway Timeout\n"
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canned_answers_are_well_framed() {
+        let all = [
+            ProxyError::BadRequest("x"),
+            ProxyError::HeadTooLarge,
+            ProxyError::MethodNotAllowed,
+            ProxyError::HeadTimeout,
+            ProxyError::NoBackend,
+            ProxyError::AllBackendsDown,
+            ProxyError::BadGateway("x"),
+            ProxyError::GatewayTimeout,
+        ];
+        for e in all {
+            let text = std::str::from_utf8(e.response()).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {} ", e.status())),
+                "{head}"
+            );
+            assert!(
+                head.contains(&format!("Content-Length: {}\r\n", body.len())),
+                "{head}"
+            );
+        }
+    }
+}

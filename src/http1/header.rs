@@ -1,0 +1,196 @@
+//! Header-field helpers shared by request and response handling: naming the
+//! fields the proxy cares about, splitting comma lists, reading numbers.
+
+use super::Span;
+
+/// The fields a proxy treats specially; everything else is `Other` and is
+/// forwarded untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Other,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    TransferEncoding,
+    Upgrade,
+    Http2Settings,
+    ContentLength,
+    Host,
+    XForwardedFor,
+    XForwardedProto,
+    Via,
+    Cookie,
+    Expect,
+}
+
+impl Kind {
+    /// Hop-by-hop fields (RFC 9110 §7.6.1, plus Proxy-Connection and the h2c
+    /// upgrade settings) are never forwarded as they came.
+    pub(crate) fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Kind::Connection
+                | Kind::KeepAlive
+                | Kind::ProxyConnection
+                | Kind::Te
+                | Kind::Trailer
+                | Kind::TransferEncoding
+                | Kind::Upgrade
+                | Kind::Http2Settings
+        )
+    }
+}
+
+/// Classifies a field name; the length switch keeps this to one or two
+/// case-insensitive compares for any name.
+pub(crate) fn classify(name: &[u8]) -> Kind {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    match name.len() {
+        2 if is("te") => Kind::Te,
+        3 if is("via") => Kind::Via,
+        4 if is("host") => Kind::Host,
+        6 if is("cookie") => Kind::Cookie,
+        6 if is("expect") => Kind::Expect,
+        7 if is("trailer") => Kind::Trailer,
+        7 if is("upgrade") => Kind::Upgrade,
+        10 if is("connection") => Kind::Connection,
+        10 if is("keep-alive") => Kind::KeepAlive,
+        14 if is("content-length") => Kind::ContentLength,
+        14 if is("http2-settings") => Kind::Http2Settings,
+        15 if is("x-forwarded-for") => Kind::XForwardedFor,
+        16 if is("proxy-connection") => Kind::ProxyConnection,
+        17 if is("transfer-encoding") => Kind::TransferEncoding,
+        17 if is("x-forwarded-proto") => Kind::XForwardedProto,
+        _ => Kind::Other,
+    }
+}
+
+/// One header field of a parsed head, as offsets into the head's buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Field {
+    pub kind: Kind,
+    pub name: Span,
+    pub value: Span,
+}
+
+/// Iterates the trimmed, non-empty elements of a comma-separated list.
+pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|s| !s.is_empty())
+}
+
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// A Content-Length value: 1*DIGIT, or a list of identical such values
+/// (RFC 9112 §6.3 allows a recipient to accept that). `None` if invalid.
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
+    let mut result = None;
+    for item in value.split(|&b| b == b',') {
+        let n = decimal(trim(item))?;
+        match result {
+            Some(prev) if prev != n => return None,
+            _ => result = Some(n),
+        }
+    }
+    result
+}
+
+/// Strict unsigned decimal: digits only, no sign, no overflow.
+pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// The `timeout=` and `max=` parameters of a `Keep-Alive` response field.
+pub(crate) fn keep_alive_params(value: &[u8]) -> (Option<u32>, Option<u32>) {
+    let (mut timeout, mut max) = (None, None);
+    for item in list_items(value) {
+        let Some(eq) = item.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (key, val) = (trim(&item[..eq]), trim(&item[eq + 1..]));
+        let val = decimal(val).map(|v| v.min(u64::from(u32::MAX)) as u32);
+        if key.eq_ignore_ascii_case(b"timeout") {
+            timeout = val;
+        } else if key.eq_ignore_ascii_case(b"max") {
+            max = val;
+        }
+    }
+    (timeout, max)
+}
+
+/// Whether a comma list contains `token`, case-insensitively.
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
+    list_items(value).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_case_insensitively() {
+        assert_eq!(classify(b"Content-Length"), Kind::ContentLength);
+        assert_eq!(classify(b"TRANSFER-ENCODING"), Kind::TransferEncoding);
+        assert_eq!(classify(b"x-forwarded-for"), Kind::XForwardedFor);
+        assert_eq!(classify(b"Content-Type"), Kind::Other);
+        assert_eq!(classify(b"te"), Kind::Te);
+    }
+
+    #[test]
+    fn content_length_values() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (b"0", Some(0)),
+            (b"42", Some(42)),
+            (b"42, 42", Some(42)),
+            (b"42,43", None),
+            (b"+42", None),
+            (b"-1", None),
+            (b"4 2", None),
+            (b"", None),
+            (b"0x10", None),
+            (b"99999999999999999999", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                content_length(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn keep_alive_parameters() {
+        assert_eq!(
+            keep_alive_params(b"timeout=5, max=100"),
+            (Some(5), Some(100))
+        );
+        assert_eq!(keep_alive_params(b"Timeout = 7"), (Some(7), None));
+        assert_eq!(keep_alive_params(b"max=x"), (None, None));
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(has_token(b"keep-alive, Upgrade", b"upgrade"));
+        assert!(!has_token(b"keep-alive", b"close"));
+        assert_eq!(trim(b" \t a b \t"), b"a b");
+    }
+}

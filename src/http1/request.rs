@@ -1,0 +1,525 @@
+//! Client request heads: strict parsing (the SPEC §5 error table and the
+//! request-smuggling defences) and the rewrite sent to a backend.
+//!
+//! `RequestHead` is reused for every request of a connection; it keeps
+//! offsets into the client's read buffer, which must stay unchanged between
+//! `parse` and `write_for_backend`.
+
+use super::header::{self, Field, Kind};
+use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
+
+/// Most field names one `Connection` header section may list besides the
+/// standard tokens; more is treated as malformed.
+const MAX_CONNECTION_TOKENS: usize = 16;
+
+/// Request methods the proxy distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Trace,
+    Other,
+}
+
+impl Method {
+    fn parse(s: &str) -> Method {
+        match s {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            _ => Method::Other,
+        }
+    }
+
+    /// Idempotent methods (RFC 9110 §9.2.2) may be re-sent after a failure.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, Method::Post | Method::Other)
+    }
+}
+
+/// What the backend-bound copy of the head needs beyond the head itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRewrite<'a> {
+    /// The client's address as text, appended to `X-Forwarded-For`.
+    pub client_ip: &'a [u8],
+    /// Replaces the client's `Host` (TLS backends), or fills a missing one.
+    pub host: &'a [u8],
+    /// Send `host` even though the client gave one.
+    pub override_host: bool,
+}
+
+/// A parsed client request head. Reused across requests of a connection.
+#[derive(Debug, Default)]
+pub struct RequestHead {
+    /// Bytes of the head, including the final empty line.
+    pub head_len: usize,
+    pub method: Option<Method>,
+    method_span: Span,
+    pub target: Span,
+    pub version: Option<Version>,
+    pub body: Option<BodyKind>,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// The value of an `Upgrade` that will be forwarded (never h2c).
+    pub upgrade: Option<Span>,
+    pub has_host: bool,
+    /// The sticky cookie's backend id, if the request carries one.
+    pub sticky: Option<u64>,
+    fields: Vec<Field>,
+    /// Field names listed in `Connection`, removed before forwarding.
+    connection_names: Vec<Span>,
+}
+
+impl RequestHead {
+    pub fn method(&self) -> Method {
+        self.method.unwrap_or(Method::Other)
+    }
+
+    pub fn version(&self) -> Version {
+        self.version.unwrap_or(Version::Http11)
+    }
+
+    pub fn body(&self) -> BodyKind {
+        self.body.unwrap_or(BodyKind::None)
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method == Some(Method::Head)
+    }
+
+    /// Parses the head at the start of `buf`. `Ok(false)`: incomplete, read
+    /// more. `Ok(true)`: `self` describes the head. An error means the
+    /// request must be answered with an error and the connection closed.
+    pub fn parse(&mut self, buf: &[u8], sticky_cookie: &str) -> Result<bool, HeadError> {
+        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut raw);
+        let head_len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+            Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(HeadError::TooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(false),
+            Err(e) => return Err(HeadError::from_httparse(e)),
+        };
+        let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+            return Err(HeadError::Malformed("incomplete request line"));
+        };
+        if method == "CONNECT" {
+            return Err(HeadError::MethodNotAllowed);
+        }
+        let version = Version::from_minor(minor);
+
+        self.head_len = head_len;
+        self.method = Some(Method::parse(method));
+        self.method_span = Span::within(buf, method.as_bytes());
+        self.target = Span::within(buf, path.as_bytes());
+        self.version = Some(version);
+        self.expect_continue = false;
+        self.upgrade = None;
+        self.has_host = false;
+        self.sticky = None;
+        self.fields.clear();
+        self.connection_names.clear();
+
+        let mut content_length: Option<u64> = None;
+        let mut chunked = false;
+        let mut transfer_encodings = 0;
+        let mut hosts = 0;
+        let mut close = false;
+        let mut keep_alive_token = false;
+        let mut upgrade_token = false;
+        let mut upgrade_value: Option<Span> = None;
+
+        for h in req.headers.iter() {
+            let kind = header::classify(h.name.as_bytes());
+            let value = h.value;
+            match kind {
+                Kind::ContentLength => {
+                    let n = header::content_length(value)
+                        .ok_or(HeadError::Smuggling("invalid Content-Length"))?;
+                    if content_length.is_some_and(|prev| prev != n) {
+                        return Err(HeadError::Smuggling("differing Content-Length values"));
+                    }
+                    content_length = Some(n);
+                }
+                Kind::TransferEncoding => {
+                    // Only a lone `chunked` is accepted: any other coding
+                    // (even `gzip, chunked`) is a framing another hop may
+                    // read differently.
+                    transfer_encodings += 1;
+                    let trimmed = header::trim(value);
+                    if transfer_encodings > 1 || !trimmed.eq_ignore_ascii_case(b"chunked") {
+                        return Err(HeadError::Smuggling("Transfer-Encoding other than chunked"));
+                    }
+                    chunked = true;
+                }
+                Kind::Host => hosts += 1,
+                Kind::Connection => {
+                    for token in header::list_items(value) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                            keep_alive_token = true;
+                        } else if token.eq_ignore_ascii_case(b"upgrade") {
+                            upgrade_token = true;
+                        } else if self.connection_names.len() < MAX_CONNECTION_TOKENS {
+                            self.connection_names.push(Span::within(buf, token));
+                        } else {
+                            return Err(HeadError::Malformed("too many Connection options"));
+                        }
+                    }
+                }
+                Kind::Upgrade => upgrade_value = Some(Span::within(buf, value)),
+                Kind::Expect => {
+                    self.expect_continue =
+                        header::trim(value).eq_ignore_ascii_case(b"100-continue");
+                }
+                Kind::Cookie if self.sticky.is_none() => {
+                    self.sticky = sticky_value(value, sticky_cookie.as_bytes());
+                }
+                _ => {}
+            }
+            self.fields.push(Field {
+                kind,
+                name: Span::within(buf, h.name.as_bytes()),
+                value: Span::within(buf, value),
+            });
+        }
+
+        if hosts > 1 {
+            return Err(HeadError::Malformed("several Host fields"));
+        }
+        if hosts == 0 && version == Version::Http11 {
+            return Err(HeadError::Malformed("missing Host"));
+        }
+        self.has_host = hosts == 1;
+        if chunked && content_length.is_some() {
+            return Err(HeadError::Smuggling(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if chunked && version == Version::Http10 {
+            return Err(HeadError::Smuggling(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        self.body = Some(match (chunked, content_length) {
+            (true, _) => BodyKind::Chunked,
+            (false, Some(n)) if n > 0 => BodyKind::Length(n),
+            _ => BodyKind::None,
+        });
+        self.keep_alive = match version {
+            Version::Http11 => !close,
+            Version::Http10 => keep_alive_token && !close,
+        };
+        // An upgrade is forwarded only when it is announced properly and is
+        // not h2c: h2c would let a client talk HTTP/2 to the backend past
+        // our parsing (SPEC §5).
+        if let Some(v) = upgrade_value
+            && upgrade_token
+            && version == Version::Http11
+            && !header::has_token(v.get(buf), b"h2c")
+        {
+            self.upgrade = Some(v);
+        }
+        Ok(true)
+    }
+
+    /// Appends the head to send to a backend: HTTP/1.1, hop-by-hop fields
+    /// dropped, forwarding fields added (SPEC §5).
+    pub fn write_for_backend(&self, buf: &[u8], rw: &RequestRewrite<'_>, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.method_span.get(buf));
+        out.push(b' ');
+        out.extend_from_slice(self.target.get(buf));
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+
+        let mut host_written = false;
+        for f in &self.fields {
+            if f.kind.is_hop_by_hop() || self.named_by_connection(buf, f.name) {
+                continue;
+            }
+            match f.kind {
+                Kind::XForwardedFor | Kind::XForwardedProto | Kind::Via => continue,
+                Kind::Host if rw.override_host => continue,
+                Kind::Host => host_written = true,
+                _ => {}
+            }
+            put_field(out, f.name.get(buf), f.value.get(buf));
+        }
+        if !host_written {
+            put_field(out, b"Host", rw.host);
+        }
+        if self.body == Some(BodyKind::Chunked) {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        if let Some(upgrade) = self.upgrade {
+            out.extend_from_slice(b"Connection: upgrade\r\n");
+            put_field(out, b"Upgrade", upgrade.get(buf));
+        }
+
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        self.append_existing(buf, Kind::XForwardedFor, out);
+        out.extend_from_slice(rw.client_ip);
+        out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\nVia: ");
+        self.append_existing(buf, Kind::Via, out);
+        out.extend_from_slice(match self.version() {
+            Version::Http10 => b"1.0 ",
+            Version::Http11 => b"1.1 ",
+        });
+        out.extend_from_slice(VIA_NAME.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+    }
+
+    /// Writes the values of every `kind` field followed by ", ", so the
+    /// proxy's own element can follow (a list field split over several lines
+    /// is one list, RFC 9110 §5.3).
+    fn append_existing(&self, buf: &[u8], kind: Kind, out: &mut Vec<u8>) {
+        for f in self.fields.iter().filter(|f| f.kind == kind) {
+            let v = header::trim(f.value.get(buf));
+            if !v.is_empty() {
+                out.extend_from_slice(v);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+
+    fn named_by_connection(&self, buf: &[u8], name: Span) -> bool {
+        let name = name.get(buf);
+        self.connection_names
+            .iter()
+            .any(|t| t.get(buf).eq_ignore_ascii_case(name))
+    }
+
+    /// Iterates `(name, value)` of every field, for tracing.
+    pub fn fields<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        self.fields
+            .iter()
+            .map(move |f| (f.name.get(buf), f.value.get(buf)))
+    }
+}
+
+pub(crate) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Finds `name=<16 hex digits>` among the `; `-separated pairs of a Cookie.
+fn sticky_value(cookie: &[u8], name: &[u8]) -> Option<u64> {
+    cookie.split(|&b| b == b';').find_map(|pair| {
+        let pair = header::trim(pair);
+        let value = pair.strip_prefix(name)?.strip_prefix(b"=")?;
+        let text = std::str::from_utf8(value).ok()?;
+        if text.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COOKIE: &str = "lb_backend";
+
+    fn parse(input: &[u8]) -> Result<RequestHead, HeadError> {
+        let mut head = RequestHead::default();
+        match head.parse(input, COOKIE)? {
+            true => Ok(head),
+            false => panic!("incomplete: {:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    fn rewritten(input: &[u8], rw: &RequestRewrite<'_>) -> String {
+        let head = parse(input).expect("valid");
+        let mut out = Vec::new();
+        head.write_for_backend(input, rw, &mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    const PLAIN: RequestRewrite<'static> = RequestRewrite {
+        client_ip: b"10.0.0.9",
+        host: b"backend:80",
+        override_host: false,
+    };
+
+    #[test]
+    fn refuses_the_error_table_rows() {
+        let cases: &[(&[u8], HeadError)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", HeadError::Malformed("invalid header name")),
+            (b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", HeadError::Malformed("invalid header value")),
+            (b"GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n", HeadError::Malformed("invalid header value")),
+            (b"GET / HTTP/1.1\r\nX: \x01\r\nHost: a\r\n\r\n", HeadError::Malformed("invalid header value")),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", HeadError::Malformed("invalid header name")),
+            (b"GET / HTTP/1.1\r\n\r\n", HeadError::Malformed("missing Host")),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HeadError::Malformed("several Host fields")),
+            (b"GET / HTTP/9.1\r\nHost: a\r\n\r\n", HeadError::Malformed("invalid version")),
+            (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::MethodNotAllowed),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::Smuggling("both Content-Length and Transfer-Encoding"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+                HeadError::Smuggling("differing Content-Length values"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n",
+                HeadError::Smuggling("invalid Content-Length"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                HeadError::Smuggling("Transfer-Encoding other than chunked"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::Smuggling("Transfer-Encoding other than chunked"),
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::Smuggling("Transfer-Encoding in an HTTP/1.0 request"),
+            ),
+        ];
+        for (input, want) in cases {
+            let got = parse(input).err();
+            assert_eq!(got, Some(*want), "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn incomplete_until_the_blank_line_and_431_past_the_limit() {
+        let mut head = RequestHead::default();
+        assert_eq!(
+            head.parse(b"GET / HTTP/1.1\r\nHost: a\r\n", COOKIE),
+            Ok(false)
+        );
+        let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        big.resize(MAX_HEAD + 1, b'a');
+        assert_eq!(head.parse(&big, COOKIE), Err(HeadError::TooLarge));
+        let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(head.parse(&many, COOKIE), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn framing_and_persistence() {
+        let h = parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n").unwrap();
+        assert_eq!(h.body(), BodyKind::Length(5));
+        assert!(h.keep_alive);
+        let h =
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n").unwrap();
+        assert_eq!(h.body(), BodyKind::Chunked);
+        let h = parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+        assert!(!h.keep_alive);
+        let h = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!h.keep_alive);
+        let h = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+        assert!(h.keep_alive);
+        let h = parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(h.body(), BodyKind::None);
+        let h = parse(
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n",
+        )
+        .unwrap();
+        assert!(h.expect_continue);
+    }
+
+    #[test]
+    fn rewrite_drops_hop_by_hop_and_adds_forwarding_fields() {
+        let out = rewritten(
+            b"GET /x?y HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Secret\r\n\
+              X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: x\r\n\
+              X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nVia: 1.1 edge\r\nAccept: */*\r\n\r\n",
+            &PLAIN,
+        );
+        assert_eq!(
+            out,
+            "GET /x?y HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\
+             X-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\
+             Via: 1.1 edge, 1.1 load_balancer\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn rewrite_host_rules() {
+        let tls = RequestRewrite {
+            override_host: true,
+            ..PLAIN
+        };
+        let out = rewritten(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", &tls);
+        assert!(
+            out.contains("\r\nHost: backend:80\r\n") && !out.contains("example.com"),
+            "{out}"
+        );
+        let out = rewritten(b"GET / HTTP/1.0\r\n\r\n", &PLAIN);
+        assert!(
+            out.starts_with("GET / HTTP/1.1\r\nHost: backend:80\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Via: 1.0 load_balancer"), "{out}");
+    }
+
+    #[test]
+    fn upgrade_forwarded_but_never_h2c() {
+        let ws =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let out = rewritten(ws, &PLAIN);
+        assert!(
+            out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"),
+            "{out}"
+        );
+        let h2c = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                    Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+        assert!(parse(h2c).unwrap().upgrade.is_none());
+        let out = rewritten(h2c, &PLAIN);
+        assert!(
+            !out.contains("h2c") && !out.contains("HTTP2-Settings") && !out.contains("pgrade"),
+            "{out}"
+        );
+        // Upgrade without the Connection token is not an upgrade.
+        let bare = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n";
+        assert!(parse(bare).unwrap().upgrade.is_none());
+    }
+
+    #[test]
+    fn chunked_request_keeps_its_framing_field() {
+        let out = rewritten(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &PLAIN,
+        );
+        assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+    }
+
+    #[test]
+    fn sticky_cookie_is_found_among_others() {
+        let h = parse(
+            b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1; lb_backend=00000000000000ff; b=2\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(h.sticky, Some(255));
+        let h = parse(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: lb_backend=zz\r\n\r\n").unwrap();
+        assert_eq!(h.sticky, None);
+    }
+
+    #[test]
+    fn idempotency() {
+        assert!(Method::Get.is_idempotent() && Method::Put.is_idempotent());
+        assert!(!Method::Post.is_idempotent() && !Method::Other.is_idempotent());
+    }
+}

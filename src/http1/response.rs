@@ -1,0 +1,469 @@
+//! Backend response heads: parsing with the framing rules of RFC 9112 §6.3,
+//! learning the backend's keep-alive limits, and the rewrite sent to the
+//! client. A head the proxy cannot trust is a `HeadError` (answered 502).
+
+use super::header::{self, Field, Kind};
+use super::request::put_field;
+use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
+
+/// What the client-bound copy of the head needs beyond the head itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseRewrite {
+    /// Tell the client the connection closes after this response.
+    pub close: bool,
+    /// The client speaks HTTP/1.0: it gets `Connection: keep-alive` when the
+    /// connection stays open, and a de-chunked body (it cannot read chunks).
+    pub client_http10: bool,
+    /// Pin the client to this backend with a `Set-Cookie`.
+    pub set_sticky: Option<u64>,
+}
+
+/// A parsed response head. Reused across responses of a connection.
+#[derive(Debug, Default)]
+pub struct ResponseHead {
+    pub head_len: usize,
+    pub status: u16,
+    reason: Span,
+    pub version: Option<Version>,
+    pub body: Option<BodyKind>,
+    /// The backend keeps the connection open after this response.
+    pub keep_alive: bool,
+    /// `Keep-Alive: timeout=` in seconds, if the backend announced it.
+    pub keep_alive_timeout: Option<u32>,
+    /// `Keep-Alive: max=`: requests the backend still accepts on it.
+    pub keep_alive_max: Option<u32>,
+    /// The `Upgrade` value of a 101 answer.
+    pub upgrade: Option<Span>,
+    /// The `Transfer-Encoding` value, re-sent as it came (it may name codings
+    /// such as gzip before `chunked`).
+    transfer_encoding: Span,
+    fields: Vec<Field>,
+    connection_names: Vec<Span>,
+}
+
+impl ResponseHead {
+    pub fn body(&self) -> BodyKind {
+        self.body.unwrap_or(BodyKind::None)
+    }
+
+    /// 1xx other than 101: forwarded, then the real response follows.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+
+    /// Parses the head at the start of `buf`. `request_head`: the request was
+    /// HEAD (no body whatever the fields say); `upgrade_requested`: a 101 is
+    /// acceptable.
+    pub fn parse(
+        &mut self,
+        buf: &[u8],
+        request_head: bool,
+        upgrade_requested: bool,
+    ) -> Result<bool, HeadError> {
+        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut raw);
+        let head_len = match res.parse(buf) {
+            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+            Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(HeadError::TooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(false),
+            Err(e) => return Err(HeadError::from_httparse(e)),
+        };
+        let (Some(minor), Some(status)) = (res.version, res.code) else {
+            return Err(HeadError::Malformed("incomplete status line"));
+        };
+        if !(100..=599).contains(&status) {
+            return Err(HeadError::Malformed("status out of range"));
+        }
+        let version = Version::from_minor(minor);
+        self.head_len = head_len;
+        self.status = status;
+        self.reason = Span::within(buf, res.reason.unwrap_or("").as_bytes());
+        self.version = Some(version);
+        self.keep_alive_timeout = None;
+        self.keep_alive_max = None;
+        self.upgrade = None;
+        self.fields.clear();
+        self.connection_names.clear();
+
+        let mut content_length: Option<u64> = None;
+        let mut transfer_encoding: Option<&[u8]> = None;
+        let mut several_te = false;
+        let mut close = false;
+        let mut keep_alive_token = false;
+
+        for h in res.headers.iter() {
+            let kind = header::classify(h.name.as_bytes());
+            let value = h.value;
+            match kind {
+                Kind::ContentLength => {
+                    let n = header::content_length(value)
+                        .ok_or(HeadError::Malformed("invalid Content-Length"))?;
+                    if content_length.is_some_and(|prev| prev != n) {
+                        return Err(HeadError::Malformed("differing Content-Length values"));
+                    }
+                    content_length = Some(n);
+                }
+                Kind::TransferEncoding => {
+                    several_te |= transfer_encoding.is_some();
+                    transfer_encoding = Some(value);
+                    self.transfer_encoding = Span::within(buf, value);
+                }
+                Kind::Connection => {
+                    for token in header::list_items(value) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                            keep_alive_token = true;
+                        } else if !token.eq_ignore_ascii_case(b"upgrade") {
+                            self.connection_names.push(Span::within(buf, token));
+                        }
+                    }
+                }
+                Kind::KeepAlive => {
+                    let (timeout, max) = header::keep_alive_params(value);
+                    self.keep_alive_timeout = timeout.or(self.keep_alive_timeout);
+                    self.keep_alive_max = max.or(self.keep_alive_max);
+                }
+                Kind::Upgrade => self.upgrade = Some(Span::within(buf, value)),
+                _ => {}
+            }
+            self.fields.push(Field {
+                kind,
+                name: Span::within(buf, h.name.as_bytes()),
+                value: Span::within(buf, value),
+            });
+        }
+
+        if status == 101 && !(upgrade_requested && self.upgrade.is_some()) {
+            return Err(HeadError::Malformed("unrequested 101 Switching Protocols"));
+        }
+        if status != 101 {
+            self.upgrade = None;
+        }
+        let mut reusable = match version {
+            Version::Http11 => !close,
+            Version::Http10 => keep_alive_token && !close,
+        };
+        let no_body =
+            request_head || (100..200).contains(&status) || status == 204 || status == 304;
+        let body = if no_body {
+            BodyKind::None
+        } else if let Some(te) = transfer_encoding {
+            // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3), but a
+            // message carrying both was built by something confused: do not
+            // reuse that connection.
+            reusable &= content_length.is_none() && !several_te;
+            let last = header::list_items(te).last().unwrap_or(b"");
+            if last.eq_ignore_ascii_case(b"chunked") && !several_te {
+                BodyKind::Chunked
+            } else {
+                reusable = false;
+                BodyKind::UntilClose
+            }
+        } else {
+            match content_length {
+                Some(0) => BodyKind::None,
+                Some(n) => BodyKind::Length(n),
+                None => {
+                    reusable = false;
+                    BodyKind::UntilClose
+                }
+            }
+        };
+        self.body = Some(body);
+        self.keep_alive = reusable && status != 101;
+        Ok(true)
+    }
+
+    /// Whether the client connection can stay open after this response is
+    /// relayed as it is framed (close-delimited bodies end with the close).
+    pub fn client_can_continue(&self, client_http10: bool) -> bool {
+        match self.body() {
+            BodyKind::UntilClose => false,
+            // A de-chunked body has no length left, so the close ends it.
+            BodyKind::Chunked => !client_http10,
+            _ => true,
+        }
+    }
+
+    /// Appends the head to send to the client.
+    pub fn write_for_client(&self, buf: &[u8], rw: &ResponseRewrite, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_status(out, self.status);
+        out.push(b' ');
+        out.extend_from_slice(self.reason.get(buf));
+        out.extend_from_slice(b"\r\n");
+        for f in &self.fields {
+            if f.kind.is_hop_by_hop()
+                || f.kind == Kind::Via
+                || self.named_by_connection(buf, f.name)
+            {
+                continue;
+            }
+            put_field(out, f.name.get(buf), f.value.get(buf));
+        }
+        if self.body() == BodyKind::Chunked && !rw.client_http10 {
+            put_field(out, b"Transfer-Encoding", self.transfer_encoding.get(buf));
+        }
+        if let Some(upgrade) = self.upgrade {
+            out.extend_from_slice(b"Connection: upgrade\r\n");
+            put_field(out, b"Upgrade", upgrade.get(buf));
+        } else if rw.close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if rw.client_http10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        if let Some(id) = rw.set_sticky {
+            out.extend_from_slice(b"Set-Cookie: ");
+            out.extend_from_slice(crate::balance::STICKY_COOKIE.as_bytes());
+            out.push(b'=');
+            push_hex16(out, id);
+            out.extend_from_slice(b"; Path=/; HttpOnly\r\n");
+        }
+        out.extend_from_slice(b"Via: ");
+        for f in self.fields.iter().filter(|f| f.kind == Kind::Via) {
+            out.extend_from_slice(header::trim(f.value.get(buf)));
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(match self.version {
+            Some(Version::Http10) => b"1.0 ",
+            _ => b"1.1 ",
+        });
+        out.extend_from_slice(VIA_NAME.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+    }
+
+    fn named_by_connection(&self, buf: &[u8], name: Span) -> bool {
+        let name = name.get(buf);
+        self.connection_names
+            .iter()
+            .any(|t| t.get(buf).eq_ignore_ascii_case(name))
+    }
+
+    /// Iterates `(name, value)` of every field, for tracing.
+    pub fn fields<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        self.fields
+            .iter()
+            .map(move |f| (f.name.get(buf), f.value.get(buf)))
+    }
+}
+
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    out.extend_from_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
+}
+
+/// 16 lowercase hex digits, the sticky cookie's value format.
+pub fn push_hex16(out: &mut Vec<u8>, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(HEX[((v >> (shift * 4)) & 0xf) as usize]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(input: &[u8], head: bool, upgrade: bool) -> Result<ResponseHead, HeadError> {
+        let mut r = ResponseHead::default();
+        assert!(r.parse(input, head, upgrade)?, "incomplete");
+        Ok(r)
+    }
+
+    fn parse(input: &[u8]) -> ResponseHead {
+        parse_with(input, false, false).expect("valid")
+    }
+
+    #[test]
+    fn body_framing_per_rfc9112() {
+        let cases: &[(&[u8], bool, BodyKind, bool)] = &[
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                BodyKind::Length(5),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                BodyKind::None,
+                true,
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                false,
+                BodyKind::None,
+                true,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false,
+                BodyKind::None,
+                true,
+            ),
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                false,
+                BodyKind::None,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                BodyKind::Chunked,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false,
+                BodyKind::Chunked,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                BodyKind::UntilClose,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                BodyKind::Chunked,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                false,
+                BodyKind::UntilClose,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                false,
+                BodyKind::None,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+                false,
+                BodyKind::Length(1),
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                false,
+                BodyKind::Length(1),
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+                false,
+                BodyKind::Length(1),
+                true,
+            ),
+        ];
+        for (input, head, body, reusable) in cases {
+            let r = parse_with(input, *head, false).expect("valid");
+            assert_eq!(
+                (r.body(), r.keep_alive),
+                (*body, *reusable),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_responses() {
+        let cases: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 099 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ];
+        for input in cases {
+            assert!(
+                parse_with(input, false, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn learns_keep_alive_limits() {
+        let r =
+            parse(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=99\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            (r.keep_alive_timeout, r.keep_alive_max),
+            (Some(5), Some(99))
+        );
+    }
+
+    #[test]
+    fn rewrite_for_client() {
+        let input = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal\r\nX-Internal: 1\r\n\
+                      Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n";
+        let r = parse(input);
+        let mut out = Vec::new();
+        let rw = ResponseRewrite {
+            close: false,
+            client_http10: false,
+            set_sticky: Some(0xab),
+        };
+        r.write_for_client(input, &rw, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\
+             Set-Cookie: lb_backend=00000000000000ab; Path=/; HttpOnly\r\nVia: 1.1 load_balancer\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        let rw = ResponseRewrite {
+            close: true,
+            client_http10: true,
+            set_sticky: None,
+        };
+        r.write_for_client(input, &rw, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains("Transfer-Encoding") && text.contains("Connection: close\r\n"),
+            "{text}"
+        );
+        assert!(!r.client_can_continue(true) && r.client_can_continue(false));
+    }
+
+    #[test]
+    fn switching_protocols_when_asked() {
+        let input =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                      Sec-WebSocket-Accept: x\r\n\r\n";
+        let r = parse_with(input, false, true).expect("valid");
+        assert!(r.upgrade.is_some() && !r.keep_alive);
+        let mut out = Vec::new();
+        let rw = ResponseRewrite {
+            close: false,
+            client_http10: false,
+            set_sticky: None,
+        };
+        r.write_for_client(input, &rw, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: x\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"),
+            "{text}"
+        );
+    }
+}

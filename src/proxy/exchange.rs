@@ -1,0 +1,398 @@
+//! Relaying one request and its response between the client and a backend
+//! connection: body streaming with backpressure, response-head handling,
+//! the one safe replay on a reused connection, and the end of the exchange.
+
+use std::io;
+
+use super::{Close, Ctx, Downward, Phase, Read, Session, Step, trace_head, write2};
+use crate::config::Strategy;
+use crate::error::ProxyError;
+use crate::http1::{BodyFramer, BodyKind, ResponseRewrite, Version};
+
+impl Session {
+    pub(super) fn step_exchange(&mut self, cx: &mut Ctx<'_>) -> Step {
+        let mut progress = false;
+        for part in [
+            Self::send_up,
+            Self::pump_client,
+            Self::recv_down,
+            Self::send_down,
+        ] {
+            progress |= part(self, cx)?;
+            if self.phase != Phase::Exchange {
+                return Ok(true);
+            }
+        }
+        let flushed = self.outhead_pos == self.outhead.len() && self.down_pending == 0;
+        if self.down == Downward::Body && self.resp_body.is_done() && flushed {
+            return self.finish_exchange(cx);
+        }
+        Ok(progress)
+    }
+
+    /// Sends the rewritten head and whatever body bytes are framed.
+    fn send_up(&mut self, cx: &mut Ctx<'_>) -> Step {
+        if self.up_done {
+            return Ok(false);
+        }
+        let body_at = self.hold_head + self.held;
+        if self.body_pending == 0 && !self.req_body.is_done() && self.inbuf.len() > body_at {
+            match self.req_body.advance(&self.inbuf.data()[body_at..]) {
+                Ok((n, _)) => self.body_pending = n,
+                Err(e) if !self.response_started => {
+                    return self.answer_error(cx, ProxyError::BadRequest(e.reason()));
+                }
+                Err(_) => return Err(Close),
+            }
+        }
+        let Some(up) = self.upstream.and_then(|k| cx.pool.get_mut(k)) else {
+            return Err(Close);
+        };
+        let head = &self.uphead[self.uphead_pos..];
+        let body = &self.inbuf.data()[body_at..body_at + self.body_pending];
+        if head.is_empty() && body.is_empty() {
+            if self.req_body.is_done() {
+                self.up_done = true;
+                self.sent_at = cx.now;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if !up.writable {
+            return Ok(false);
+        }
+        let wanted = head.len() + body.len();
+        match write2(&mut up.stream, head, body) {
+            Ok(n) => {
+                let from_head = n.min(head.len());
+                self.uphead_pos += from_head;
+                self.held += n - from_head;
+                self.body_pending -= n - from_head;
+                // A short write means the socket buffer is full; the next
+                // writable edge says when there is room.
+                up.writable = n == wanted;
+                self.last_io = cx.now;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                up.writable = false;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(_) => self.upstream_failed(cx, "write to backend failed"),
+        }
+    }
+
+    /// Reads more of the request body. The next pipelined request is left in
+    /// the socket until this exchange is over.
+    fn pump_client(&mut self, cx: &mut Ctx<'_>) -> Step {
+        if self.req_body.is_done() {
+            return Ok(false);
+        }
+        if self.inbuf.is_full() {
+            if self.hold_head + self.held == 0 {
+                return Ok(false);
+            }
+            // Room is worth more than the chance of a replay.
+            self.replayable &= self.held == 0;
+            self.release_held();
+        }
+        match self.read_client(cx)? {
+            Read::Data => Ok(true),
+            // The client gave up in the middle of its body.
+            Read::Eof => Err(Close),
+            Read::Blocked => Ok(false),
+        }
+    }
+
+    /// Drops the buffered head and the sent body bytes kept for a replay.
+    pub(super) fn release_held(&mut self) {
+        self.inbuf.consume(self.hold_head + self.held);
+        self.hold_head = 0;
+        self.held = 0;
+    }
+
+    /// Parses or frames what the backend sent, then reads more.
+    fn recv_down(&mut self, cx: &mut Ctx<'_>) -> Step {
+        let Some(key) = self.upstream else {
+            return Err(Close);
+        };
+        match self.down {
+            Downward::AwaitHead if self.dirty => {
+                self.dirty = false;
+                let Some(up) = cx.pool.get(key) else {
+                    return Err(Close);
+                };
+                if !up.buf.is_empty() {
+                    let upgrade = self.req.upgrade.is_some();
+                    match self.resp.parse(up.buf.data(), self.req.is_head(), upgrade) {
+                        Err(e) => return self.answer_error(cx, ProxyError::BadGateway(e.reason())),
+                        Ok(true) => return self.on_response_head(cx, key),
+                        Ok(false) if up.buf.is_full() => {
+                            return self.answer_error(
+                                cx,
+                                ProxyError::BadGateway("response head too large"),
+                            );
+                        }
+                        Ok(false) => {}
+                    }
+                }
+            }
+            Downward::Body if self.down_pending == 0 && !self.resp_body.is_done() => {
+                let Some(up) = cx.pool.get_mut(key) else {
+                    return Err(Close);
+                };
+                if up.buf.is_empty() && self.upstream_eof {
+                    // Everything before the close is relayed: that was the body.
+                    self.resp_body = BodyFramer::Done;
+                    return Ok(true);
+                }
+                if !up.buf.is_empty() {
+                    let framed = match self.dechunk {
+                        true => self
+                            .resp_body
+                            .advance_payload(up.buf.data())
+                            .map(|s| (s.data.0, s.data.1 - s.data.0)),
+                        false => self.resp_body.advance(up.buf.data()).map(|(n, _)| (0, n)),
+                    };
+                    let Ok((skip, pending)) = framed else {
+                        // Head already relayed: all we can do is cut.
+                        return Err(Close);
+                    };
+                    up.buf.consume(skip);
+                    self.down_pending = pending;
+                    if skip > 0 || pending > 0 || self.resp_body.is_done() {
+                        return Ok(true);
+                    }
+                }
+            }
+            Downward::Body if self.resp_body.is_done() => return Ok(false),
+            _ => {}
+        }
+        match self.read_upstream(cx, key) {
+            Ok(Read::Data) => {
+                self.dirty = true;
+                Ok(true)
+            }
+            Ok(Read::Eof) => self.upstream_closed(cx),
+            Ok(Read::Blocked) => Ok(false),
+            Err(why) => self.upstream_failed(cx, why),
+        }
+    }
+
+    /// One read from the backend into its buffer, if it has room.
+    pub(super) fn read_upstream(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: usize,
+    ) -> Result<Read, &'static str> {
+        let Some(up) = cx.pool.get_mut(key) else {
+            return Err("connection lost");
+        };
+        if !up.readable || up.buf.is_full() || self.upstream_eof {
+            return Ok(Read::Blocked);
+        }
+        loop {
+            return match up.buf.read_from(&mut up.stream) {
+                Ok((0, _)) => Ok(Read::Eof),
+                Ok((_, short)) => {
+                    up.readable = !short;
+                    self.last_io = cx.now;
+                    Ok(Read::Data)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    up.readable = false;
+                    Ok(Read::Blocked)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => Err("read from backend failed"),
+            };
+        }
+    }
+
+    fn on_response_head(&mut self, cx: &mut Ctx<'_>, key: usize) -> Step {
+        let Some(id) = self.backend else {
+            return Err(Close);
+        };
+        let Some(up) = cx.pool.get_mut(key) else {
+            return Err(Close);
+        };
+        // The backend answered: no replay can be needed any more.
+        if !self.response_started {
+            self.response_started = true;
+            self.release_held();
+        }
+        let client_http10 = self.req.version() == Version::Http10;
+        let head_at = self.outhead.len();
+        if self.resp.is_interim() {
+            // 1xx (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as
+            // they are; the final response follows on the same connection.
+            if !client_http10 {
+                let rw = ResponseRewrite {
+                    close: false,
+                    client_http10,
+                    set_sticky: None,
+                };
+                self.resp
+                    .write_for_client(up.buf.data(), &rw, &mut self.outhead);
+            }
+            up.buf.consume(self.resp.head_len);
+            self.dirty = true;
+            return Ok(true);
+        }
+        let backend = &cx.backends[id.0];
+        self.close_after |= !self.resp.client_can_continue(client_http10);
+        let set_sticky = match cx.config.strategy {
+            Strategy::Sticky if self.req.sticky != Some(backend.sticky_id) => {
+                Some(backend.sticky_id)
+            }
+            _ => None,
+        };
+        let rw = ResponseRewrite {
+            close: self.close_after,
+            client_http10,
+            set_sticky,
+        };
+        self.resp
+            .write_for_client(up.buf.data(), &rw, &mut self.outhead);
+        up.buf.consume(self.resp.head_len);
+        if cx.config.trace {
+            trace_head("<-", &backend.label, &self.outhead[head_at..]);
+        }
+        if self.resp.status == 101 {
+            self.phase = Phase::Tunnel;
+            return Ok(true);
+        }
+        self.resp_body = BodyFramer::new(self.resp.body());
+        self.dechunk = client_http10 && self.resp.body() == BodyKind::Chunked;
+        self.down = Downward::Body;
+        Ok(true)
+    }
+
+    /// Writes the response head and framed body bytes to the client.
+    pub(super) fn send_down(&mut self, cx: &mut Ctx<'_>) -> Step {
+        let Some(up) = self.upstream.and_then(|k| cx.pool.get_mut(k)) else {
+            return Err(Close);
+        };
+        let head = &self.outhead[self.outhead_pos..];
+        let body = &up.buf.data()[..self.down_pending];
+        if (head.is_empty() && body.is_empty()) || !self.writable {
+            return Ok(false);
+        }
+        let wanted = head.len() + body.len();
+        match write2(&mut self.client, head, body) {
+            Ok(n) => {
+                let from_head = n.min(head.len());
+                self.outhead_pos += from_head;
+                up.buf.consume(n - from_head);
+                self.down_pending -= n - from_head;
+                if self.outhead_pos == self.outhead.len() {
+                    self.outhead.clear();
+                    self.outhead_pos = 0;
+                }
+                self.writable = n == wanted;
+                self.last_io = cx.now;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.writable = false;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(_) => Err(Close),
+        }
+    }
+
+    /// The response is fully relayed: the backend connection goes back to
+    /// the pool if both sides kept HTTP framing intact.
+    fn finish_exchange(&mut self, cx: &mut Ctx<'_>) -> Step {
+        let reusable = self.resp.keep_alive && self.up_done && self.resp.keep_alive_max != Some(0);
+        if let Some(key) = self.upstream.take() {
+            cx.pool.release(
+                key,
+                reusable,
+                self.resp.keep_alive_timeout,
+                cx.now,
+                cx.registry,
+            );
+        }
+        if let Some(id) = self.backend.take() {
+            cx.balancer.on_finish(id);
+        }
+        self.requests += 1;
+        if !self.up_done {
+            // The backend answered before the request body ended; where the
+            // next request would start is unknown.
+            self.release_held();
+            self.linger(cx);
+            return Ok(true);
+        }
+        if self.close_after {
+            self.linger(cx);
+            return Ok(true);
+        }
+        self.enter_read_head(cx.now);
+        Ok(true)
+    }
+
+    /// End of stream from the backend.
+    fn upstream_closed(&mut self, cx: &mut Ctx<'_>) -> Step {
+        match self.down {
+            Downward::Body if self.resp_body == BodyFramer::UntilClose => {
+                // The close ends a close-delimited body, once what is
+                // buffered is relayed.
+                self.upstream_eof = true;
+                self.close_after = true;
+                Ok(true)
+            }
+            _ => self.upstream_failed(cx, "backend closed the connection"),
+        }
+    }
+
+    /// The backend connection broke mid-exchange. Before any response byte,
+    /// a request on a *reused* connection is re-sent once on a fresh one if
+    /// nothing of it was dropped (the backend likely closed the idle
+    /// connection just as we sent); otherwise 502.
+    fn upstream_failed(&mut self, cx: &mut Ctx<'_>, why: &'static str) -> Step {
+        if self.response_started {
+            return Err(Close);
+        }
+        let reused = self
+            .upstream
+            .and_then(|k| cx.pool.get(k))
+            .is_some_and(|u| u.is_reused());
+        let Some(id) = self.backend else {
+            return Err(Close);
+        };
+        if reused && self.replayable && !self.retried {
+            self.retried = true;
+            crate::debug!(
+                "backend {}: {why} on a reused connection; re-sending",
+                cx.backends[id.0].label
+            );
+            self.drop_upstream(cx);
+            self.uphead_pos = 0;
+            self.held = 0;
+            self.body_pending = 0;
+            self.req_body = BodyFramer::new(self.req.body());
+            self.up_done = false;
+            self.dirty = false;
+            return match cx
+                .pool
+                .connect(id, cx.backends[id.0].addr, self.key, cx.registry)
+            {
+                Ok(key) => {
+                    cx.balancer.on_start(id);
+                    self.backend = Some(id);
+                    self.upstream = Some(key);
+                    self.phase = Phase::Connecting;
+                    self.phase_since = cx.now;
+                    Ok(true)
+                }
+                Err(_) => self.answer_error(cx, ProxyError::BadGateway(why)),
+            };
+        }
+        crate::warn!("backend {}: {why}", cx.backends[id.0].label);
+        self.answer_error(cx, ProxyError::BadGateway(why))
+    }
+}

@@ -1,0 +1,636 @@
+//! One client connection: the state machine that reads requests, picks a
+//! backend, relays the exchange and answers errors.
+//!
+//! A `Session` never blocks and never polls: the worker tells it about
+//! readiness and calls [`Session::drive`], which makes all the progress it
+//! can and returns. Backend sockets are borrowed from the `pool` for the
+//! length of one exchange. `exchange` relays a request and its response,
+//! `tunnel` relays an upgraded connection.
+
+mod exchange;
+mod tunnel;
+
+use std::io::{self, IoSlice, Write};
+use std::net::{IpAddr, Shutdown};
+use std::time::{Duration, Instant};
+
+use mio::Registry;
+use mio::event::Event;
+use mio::net::TcpStream;
+
+use crate::balance::{Balancer, STICKY_COOKIE};
+use crate::buffer::Buf;
+use crate::config::{Config, Strategy};
+use crate::error::ProxyError;
+use crate::http1::{BodyFramer, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
+use crate::pool::Pool;
+use crate::upstream::{Backend, BackendId, HostHeader};
+use crate::worker::timer::{TimerKey, Timers};
+
+/// Client read buffer: one request head fits in the common case; it grows
+/// once, to just over `MAX_HEAD`, for a connection that sends a huge head.
+const CLIENT_BUF: usize = 16 * 1024;
+/// Backends tried for one request before giving up (each at most once).
+const MAX_TRIES: usize = 8;
+/// How long a closed-by-us connection is drained so the client reads our
+/// answer instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
+/// Idle limit of an upgraded (WebSocket) connection, as HAProxy's
+/// `timeout tunnel`: such connections legitimately sit quiet for minutes.
+const TUNNEL_IDLE: Duration = Duration::from_secs(3600);
+
+/// What a session needs from its worker while it runs.
+pub struct Ctx<'a> {
+    pub now: Instant,
+    pub registry: &'a Registry,
+    pub pool: &'a mut Pool,
+    pub balancer: &'a mut Balancer,
+    pub backends: &'a [Backend],
+    /// `Host` value sent to each backend when its own name is used.
+    pub host_values: &'a [String],
+    pub config: &'a Config,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for (the rest of) a request head; idle keep-alive too.
+    ReadHead,
+    /// A new backend connection is being established.
+    Connecting,
+    /// Request going up, response coming down.
+    Exchange,
+    /// After `101`: bytes relayed both ways untouched.
+    Tunnel,
+    /// Writing an answer of our own, then closing or reading the next request.
+    Answer { close: bool },
+    /// Our side is shut: what the client still sends is read and dropped,
+    /// so its kernel does not reset the connection before it read our answer.
+    Linger,
+}
+
+/// Response side of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Downward {
+    AwaitHead,
+    Body,
+}
+
+/// What the worker does with the session after `drive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Open,
+    Close,
+}
+
+/// `Err(Close)` ends the session at once (peer gone, nothing to answer).
+struct Close;
+/// `Ok(true)`: progress was made, run the state machine again.
+type Step = Result<bool, Close>;
+
+/// The client's address as text, rendered once per connection for
+/// `X-Forwarded-For` without allocating per request.
+struct IpText {
+    bytes: [u8; 46],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let mut bytes = [0u8; 46];
+        let mut cursor = io::Cursor::new(&mut bytes[..]);
+        let _ = write!(cursor, "{ip}");
+        let len = cursor.position() as usize;
+        IpText { bytes, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+pub struct Session {
+    key: usize,
+    generation: u64,
+    client: TcpStream,
+    client_ip: IpText,
+    readable: bool,
+    writable: bool,
+    /// Bytes from the client: request heads, bodies, pipelined requests.
+    inbuf: Buf,
+    phase: Phase,
+    req: RequestHead,
+    resp: ResponseHead,
+    /// New bytes arrived since the last parse attempt.
+    dirty: bool,
+
+    // Backend choice.
+    pinned: Option<BackendId>,
+    tries: [BackendId; MAX_TRIES],
+    ntries: usize,
+    backend: Option<BackendId>,
+    upstream: Option<usize>,
+    /// The request was already re-sent once on a fresh connection.
+    retried: bool,
+
+    // Request side. `inbuf` holds, in order: the head (`hold_head` bytes,
+    // kept so the head can be rewritten for another backend), body bytes
+    // already sent but kept for a replay (`held`), framed body bytes not yet
+    // sent (`body_pending`), then anything else the client sent.
+    uphead: Vec<u8>,
+    uphead_pos: usize,
+    hold_head: usize,
+    held: usize,
+    body_pending: usize,
+    req_body: BodyFramer,
+    /// Nothing sent to the backend has been dropped: a replay is possible.
+    replayable: bool,
+    /// The whole request reached the backend.
+    up_done: bool,
+    sent_at: Instant,
+
+    // Response side.
+    outhead: Vec<u8>,
+    outhead_pos: usize,
+    down: Downward,
+    resp_body: BodyFramer,
+    /// Strip chunk framing (an HTTP/1.0 client cannot read it).
+    dechunk: bool,
+    /// Framed response bytes at the front of the backend buffer, not yet sent.
+    down_pending: usize,
+    response_started: bool,
+    close_after: bool,
+
+    // Tunnel half-closes.
+    client_eof: bool,
+    upstream_eof: bool,
+    shut_up: bool,
+    shut_down: bool,
+
+    // Timers.
+    last_io: Instant,
+    head_started: Option<Instant>,
+    phase_since: Instant,
+    armed: Option<Instant>,
+    requests: u32,
+}
+
+impl Session {
+    pub fn new(
+        key: usize,
+        generation: u64,
+        client: TcpStream,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Session {
+        Session {
+            key,
+            generation,
+            client,
+            client_ip: IpText::new(ip),
+            // Clients usually send right after connecting: try reading at
+            // once instead of waiting a poll round for the first event.
+            readable: true,
+            writable: true,
+            inbuf: Buf::with_capacity(CLIENT_BUF),
+            phase: Phase::ReadHead,
+            req: RequestHead::default(),
+            resp: ResponseHead::default(),
+            dirty: false,
+            pinned: None,
+            tries: [BackendId(0); MAX_TRIES],
+            ntries: 0,
+            backend: None,
+            upstream: None,
+            retried: false,
+            uphead: Vec::with_capacity(1024),
+            uphead_pos: 0,
+            hold_head: 0,
+            held: 0,
+            body_pending: 0,
+            req_body: BodyFramer::Done,
+            replayable: true,
+            up_done: false,
+            sent_at: now,
+            outhead: Vec::with_capacity(1024),
+            outhead_pos: 0,
+            down: Downward::AwaitHead,
+            resp_body: BodyFramer::Done,
+            dechunk: false,
+            down_pending: 0,
+            response_started: false,
+            close_after: false,
+            client_eof: false,
+            upstream_eof: false,
+            shut_up: false,
+            shut_down: false,
+            last_io: now,
+            head_started: None,
+            phase_since: now,
+            armed: None,
+            requests: 0,
+        }
+    }
+
+    pub fn client_mut(&mut self) -> &mut TcpStream {
+        &mut self.client
+    }
+
+    /// Remembers readiness; edge-triggered events are not repeated.
+    pub fn on_event(&mut self, event: &Event) {
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.readable = true;
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            self.writable = true;
+        }
+    }
+
+    /// Makes all the progress possible now.
+    pub fn drive(&mut self, cx: &mut Ctx<'_>) -> Verdict {
+        loop {
+            let step = match self.phase {
+                Phase::ReadHead => self.step_read_head(cx),
+                Phase::Connecting => self.step_connecting(cx),
+                Phase::Exchange => self.step_exchange(cx),
+                Phase::Tunnel => self.step_tunnel(cx),
+                Phase::Answer { close } => self.step_answer(cx, close),
+                Phase::Linger => self.step_linger(cx),
+            };
+            match step {
+                Ok(true) => continue,
+                Ok(false) => return Verdict::Open,
+                Err(Close) => {
+                    self.teardown(cx);
+                    return Verdict::Close;
+                }
+            }
+        }
+    }
+
+    /// Releases what the session holds besides its own socket.
+    pub fn teardown(&mut self, cx: &mut Ctx<'_>) {
+        self.drop_upstream(cx);
+    }
+
+    // ----------------------------------------------------------------- timers
+
+    /// When this session next needs attention if nothing happens.
+    fn deadline(&self, cfg: &Config) -> Instant {
+        let t = &cfg.timeouts;
+        match self.phase {
+            Phase::ReadHead => match self.head_started {
+                Some(started) => started + t.head,
+                // The first request must come as quickly as a head; later
+                // ones may wait the keep-alive idle time.
+                None if self.requests == 0 => self.last_io + t.head,
+                None => self.last_io + t.idle,
+            },
+            Phase::Connecting => self.phase_since + t.connect,
+            Phase::Exchange if self.up_done && self.down == Downward::AwaitHead => {
+                self.sent_at + t.response
+            }
+            Phase::Exchange | Phase::Answer { .. } => self.last_io + t.idle,
+            Phase::Tunnel => self.last_io + TUNNEL_IDLE,
+            Phase::Linger => self.phase_since + LINGER,
+        }
+    }
+
+    /// Arms the worker's heap if our deadline moved earlier than what is
+    /// armed (a later deadline is found when the armed entry fires).
+    pub fn arm(&mut self, timers: &mut Timers, cfg: &Config) {
+        let deadline = self.deadline(cfg);
+        if self.armed.is_none_or(|armed| deadline < armed) {
+            timers.arm(deadline, self.timer_key());
+            self.armed = Some(deadline);
+        }
+    }
+
+    pub fn timer_key(&self) -> TimerKey {
+        TimerKey {
+            key: self.key,
+            generation: self.generation,
+        }
+    }
+
+    /// A heap entry armed at `at` fired. Returns `None` if it was stale
+    /// (nothing to do), else the verdict after acting on the timeout.
+    pub fn on_timer(&mut self, at: Instant, cx: &mut Ctx<'_>) -> Option<Verdict> {
+        if self.armed != Some(at) {
+            return None;
+        }
+        self.armed = None;
+        if self.deadline(cx.config) > cx.now {
+            return Some(Verdict::Open);
+        }
+        let step = match self.phase {
+            Phase::ReadHead if self.head_started.is_some() => {
+                self.answer_error(cx, ProxyError::HeadTimeout)
+            }
+            Phase::Connecting => self.connect_failed(cx, "connect timeout"),
+            Phase::Exchange if self.up_done && self.down == Downward::AwaitHead => {
+                self.answer_error(cx, ProxyError::GatewayTimeout)
+            }
+            _ => Err(Close),
+        };
+        Some(match step {
+            Ok(_) => self.drive(cx),
+            Err(Close) => {
+                self.teardown(cx);
+                Verdict::Close
+            }
+        })
+    }
+
+    // ----------------------------------------------------------- request head
+
+    fn enter_read_head(&mut self, now: Instant) {
+        self.phase = Phase::ReadHead;
+        self.head_started = (!self.inbuf.is_empty()).then_some(now);
+        self.dirty = !self.inbuf.is_empty();
+        self.last_io = now;
+    }
+
+    fn step_read_head(&mut self, cx: &mut Ctx<'_>) -> Step {
+        if self.dirty {
+            self.dirty = false;
+            match self.req.parse(self.inbuf.data(), STICKY_COOKIE) {
+                Err(e) => return self.answer_error(cx, e.into()),
+                Ok(true) => return self.start_request(cx),
+                // Room for one byte past the limit, so an oversized head is
+                // seen as such rather than as a full buffer.
+                Ok(false) if self.inbuf.is_full() => self.inbuf.grow_to(MAX_HEAD + 1),
+                Ok(false) => {}
+            }
+        }
+        match self.read_client(cx)? {
+            Read::Data => {
+                self.head_started.get_or_insert(cx.now);
+                self.dirty = true;
+                Ok(true)
+            }
+            // A client may close between requests; mid-head it gave up.
+            Read::Eof => Err(Close),
+            Read::Blocked => Ok(false),
+        }
+    }
+
+    fn start_request(&mut self, cx: &mut Ctx<'_>) -> Step {
+        self.head_started = None;
+        self.hold_head = self.req.head_len;
+        self.pinned = match cx.config.strategy {
+            Strategy::Sticky => self
+                .req
+                .sticky
+                .and_then(|id| cx.balancer.backend_for_sticky(id)),
+            _ => None,
+        };
+        self.ntries = 0;
+        self.retried = false;
+        self.held = 0;
+        self.body_pending = 0;
+        self.req_body = BodyFramer::new(self.req.body());
+        self.replayable = true;
+        self.up_done = false;
+        self.down = Downward::AwaitHead;
+        self.down_pending = 0;
+        self.response_started = false;
+        self.upstream_eof = false;
+        self.close_after = !self.req.keep_alive;
+        self.outhead.clear();
+        self.outhead_pos = 0;
+        self.choose_backend(cx)
+    }
+
+    /// Picks a backend not yet tried for this request and starts the
+    /// exchange on a pooled connection, or connects a new one.
+    fn choose_backend(&mut self, cx: &mut Ctx<'_>) -> Step {
+        loop {
+            let tried = &self.tries[..self.ntries];
+            let pick = match self.ntries < MAX_TRIES {
+                true => cx.balancer.pick(self.pinned, |b| !tried.contains(&b)),
+                false => None,
+            };
+            let Some(id) = pick else {
+                return self.answer_error(cx, ProxyError::NoBackend);
+            };
+            self.tries[self.ntries] = id;
+            self.ntries += 1;
+            self.write_upstream_head(cx, id);
+            cx.balancer.on_start(id);
+            self.backend = Some(id);
+            if let Some(key) = cx.pool.checkout(id, self.key, cx.now, cx.registry) {
+                self.upstream = Some(key);
+                self.phase = Phase::Exchange;
+                self.last_io = cx.now;
+                return Ok(true);
+            }
+            let backend = &cx.backends[id.0];
+            match cx.pool.connect(id, backend.addr, self.key, cx.registry) {
+                Ok(key) => {
+                    self.upstream = Some(key);
+                    self.phase = Phase::Connecting;
+                    self.phase_since = cx.now;
+                    return Ok(true);
+                }
+                Err(e) => {
+                    crate::warn!("backend {}: connect failed: {e}", backend.label);
+                    cx.balancer.on_finish(id);
+                    self.backend = None;
+                }
+            }
+        }
+    }
+
+    fn write_upstream_head(&mut self, cx: &Ctx<'_>, id: BackendId) {
+        let backend = &cx.backends[id.0];
+        let override_host = match backend.host_header {
+            HostHeader::Auto => backend.tls,
+            HostHeader::Preserve => false,
+            HostHeader::Backend => true,
+        };
+        let rw = RequestRewrite {
+            client_ip: self.client_ip.as_bytes(),
+            host: cx.host_values[id.0].as_bytes(),
+            override_host,
+        };
+        self.uphead.clear();
+        self.uphead_pos = 0;
+        self.req
+            .write_for_backend(self.inbuf.data(), &rw, &mut self.uphead);
+        if cx.config.trace {
+            trace_head("->", &backend.label, &self.uphead);
+        }
+    }
+
+    fn step_connecting(&mut self, cx: &mut Ctx<'_>) -> Step {
+        let Some(up) = self.upstream.and_then(|k| cx.pool.get_mut(k)) else {
+            return self.connect_failed(cx, "connection lost");
+        };
+        if !up.writable {
+            return Ok(false);
+        }
+        // mio: writability after a non-blocking connect means it finished,
+        // one way or the other; the socket error says which.
+        match up.stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return self.connect_failed(cx, "connection refused"),
+        }
+        match up.stream.peer_addr() {
+            Ok(_) => {
+                up.connected = true;
+                self.phase = Phase::Exchange;
+                self.last_io = cx.now;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                up.writable = false;
+                Ok(false)
+            }
+            Err(_) => self.connect_failed(cx, "connection refused"),
+        }
+    }
+
+    /// The backend could not be connected: nothing was sent, so any other
+    /// backend may take the request (SPEC §5).
+    fn connect_failed(&mut self, cx: &mut Ctx<'_>, why: &str) -> Step {
+        if let Some(id) = self.backend {
+            crate::warn!("backend {}: {why}", cx.backends[id.0].label);
+        }
+        self.drop_upstream(cx);
+        if self.hold_head == 0 {
+            // A replay whose head is no longer buffered can only go to the
+            // backend it was written for.
+            return self.answer_error(cx, ProxyError::NoBackend);
+        }
+        self.choose_backend(cx)
+    }
+
+    fn drop_upstream(&mut self, cx: &mut Ctx<'_>) {
+        if let Some(key) = self.upstream.take() {
+            cx.pool.close(key, cx.registry);
+        }
+        if let Some(id) = self.backend.take() {
+            cx.balancer.on_finish(id);
+        }
+    }
+
+    // ---------------------------------------------------------- own answers
+
+    /// Answers with an error and closes (SPEC §5 error table).
+    fn answer_error(&mut self, cx: &mut Ctx<'_>, e: ProxyError) -> Step {
+        self.drop_upstream(cx);
+        if self.outhead_pos > 0 && self.outhead_pos < self.outhead.len() {
+            // Half of an interim response is out: nothing more can be framed.
+            return Err(Close);
+        }
+        match e.status() {
+            500.. => crate::warn!("{} answered {}: {:?}", self.client_ip_str(), e.status(), e),
+            _ => crate::debug!("{} answered {}: {:?}", self.client_ip_str(), e.status(), e),
+        }
+        self.outhead.clear();
+        self.outhead.extend_from_slice(e.response());
+        self.outhead_pos = 0;
+        self.phase = Phase::Answer { close: true };
+        self.last_io = cx.now;
+        Ok(true)
+    }
+
+    fn client_ip_str(&self) -> &str {
+        std::str::from_utf8(self.client_ip.as_bytes()).unwrap_or("?")
+    }
+
+    fn step_answer(&mut self, cx: &mut Ctx<'_>, close: bool) -> Step {
+        if self.outhead_pos < self.outhead.len() {
+            return self.flush_outhead(cx);
+        }
+        if close {
+            self.linger(cx);
+        } else {
+            self.enter_read_head(cx.now);
+        }
+        Ok(true)
+    }
+
+    fn flush_outhead(&mut self, cx: &mut Ctx<'_>) -> Step {
+        if !self.writable {
+            return Ok(false);
+        }
+        match self.client.write(&self.outhead[self.outhead_pos..]) {
+            Ok(n) => {
+                self.outhead_pos += n;
+                self.last_io = cx.now;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.writable = false;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(_) => Err(Close),
+        }
+    }
+
+    fn linger(&mut self, cx: &mut Ctx<'_>) {
+        let _ = self.client.shutdown(Shutdown::Write);
+        self.phase = Phase::Linger;
+        self.phase_since = cx.now;
+    }
+
+    fn step_linger(&mut self, cx: &mut Ctx<'_>) -> Step {
+        self.inbuf.clear();
+        match self.read_client(cx)? {
+            Read::Data => Ok(true),
+            Read::Eof => Err(Close),
+            Read::Blocked => Ok(false),
+        }
+    }
+
+    // ------------------------------------------------------------- client io
+
+    fn read_client(&mut self, cx: &Ctx<'_>) -> Result<Read, Close> {
+        if !self.readable || self.inbuf.is_full() {
+            return Ok(Read::Blocked);
+        }
+        loop {
+            return match self.inbuf.read_from(&mut self.client) {
+                Ok((0, _)) => Ok(Read::Eof),
+                Ok((_, short)) => {
+                    self.readable = !short;
+                    self.last_io = cx.now;
+                    Ok(Read::Data)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    Ok(Read::Blocked)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => Err(Close),
+            };
+        }
+    }
+}
+
+enum Read {
+    Data,
+    Eof,
+    Blocked,
+}
+
+/// One write of up to two slices (a head and a body run): one syscall
+/// for a small response.
+fn write2(w: &mut impl Write, a: &[u8], b: &[u8]) -> io::Result<usize> {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => w.write(a),
+        (true, false) => w.write(b),
+        (false, false) => w.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]),
+    }
+}
+
+/// `-t`: prints a head as it crosses the proxy, one line per field.
+fn trace_head(direction: &str, backend: &str, head: &[u8]) {
+    let text = String::from_utf8_lossy(head);
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        crate::info!("trace {direction} {backend}: {line}");
+    }
+}

@@ -1,0 +1,246 @@
+//! A worker: one single-threaded mio event loop serving one listening
+//! socket, with its own sessions, backend pool and balancer.
+//!
+//! Each turn: poll (timeout from the nearest deadline) → dispatch readiness
+//! to sessions and backend connections → fire due timers → accept → sweep
+//! the pool. Nothing here blocks; the worker knows nothing of HTTP.
+
+pub mod timer;
+pub mod token;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll};
+use slab::Slab;
+
+use crate::balance::Balancer;
+use crate::config::Config;
+use crate::pool::Pool;
+use crate::proxy::{Ctx, Session, Verdict};
+use crate::upstream::Backend;
+use timer::Timers;
+use token::Slot;
+
+/// Idle connections kept per backend (as nginx's `keepalive` directive).
+const MAX_IDLE_PER_BACKEND: usize = 128;
+/// Idle backend connections are closed after this unless the backend
+/// announced a shorter keep-alive timeout.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// The longest poll sleep, so the pool sweep runs even when all is quiet.
+const TICK: Duration = Duration::from_secs(1);
+
+pub struct Worker {
+    poll: Poll,
+    listener: TcpListener,
+    sessions: Slab<Session>,
+    pool: Pool,
+    balancer: Balancer,
+    backends: Vec<Backend>,
+    host_values: Vec<String>,
+    timers: Timers,
+    config: Arc<Config>,
+    generation: u64,
+    last_sweep: Instant,
+}
+
+impl Worker {
+    pub fn new(config: Arc<Config>, listener: std::net::TcpListener) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, token::LISTENER, Interest::READABLE)?;
+        let backends = config.backends.clone();
+        Ok(Worker {
+            poll,
+            listener,
+            sessions: Slab::with_capacity(1024),
+            pool: Pool::new(backends.len(), MAX_IDLE_PER_BACKEND, POOL_IDLE),
+            balancer: Balancer::new(config.strategy, &backends),
+            host_values: backends.iter().map(host_value).collect(),
+            backends,
+            timers: Timers::with_capacity(1024),
+            config,
+            generation: 0,
+            last_sweep: Instant::now(),
+        })
+    }
+
+    /// Runs the event loop until an unrecoverable poll error.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = self
+                .timers
+                .next()
+                .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match token::decode(event.token()) {
+                    Slot::Listener => self.accept(now),
+                    Slot::Session(key) => {
+                        if let Some(session) = self.sessions.get_mut(key) {
+                            session.on_event(event);
+                            self.drive(key, now);
+                        }
+                    }
+                    Slot::Upstream(key) => self.on_upstream_event(key, event, now),
+                    Slot::Waker => {}
+                }
+            }
+            self.fire_timers(now);
+            if now.duration_since(self.last_sweep) >= TICK {
+                self.pool.sweep(now, self.poll.registry());
+                self.last_sweep = now;
+            }
+        }
+    }
+
+    fn on_upstream_event(&mut self, key: usize, event: &mio::event::Event, now: Instant) {
+        let Some(up) = self.pool.get_mut(key) else {
+            return;
+        };
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            up.readable = true;
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            up.writable = true;
+        }
+        match up.owner {
+            Some(session) => self.drive(session, now),
+            None => self.pool.on_idle_event(key, self.poll.registry()),
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    // Small responses leave in one segment without waiting
+                    // for the client's ACK.
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.sessions.vacant_entry();
+                    let key = entry.key();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, token::session(key), interest)
+                    {
+                        crate::warn!("cannot register a client connection: {e}");
+                        continue;
+                    }
+                    self.generation += 1;
+                    entry.insert(Session::new(key, self.generation, stream, peer.ip(), now));
+                    self.drive(key, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: keep serving what we have; the
+                    // next connection attempt raises a new event.
+                    crate::warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs a session's state machine and settles its fate.
+    fn drive(&mut self, key: usize, now: Instant) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let mut cx = Ctx {
+            now,
+            registry: self.poll.registry(),
+            pool: &mut self.pool,
+            balancer: &mut self.balancer,
+            backends: &self.backends,
+            host_values: &self.host_values,
+            config: &self.config,
+        };
+        let verdict = session.drive(&mut cx);
+        self.settle(key, verdict);
+    }
+
+    fn settle(&mut self, key: usize, verdict: Verdict) {
+        match verdict {
+            Verdict::Open => {
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.arm(&mut self.timers, &self.config);
+                }
+            }
+            Verdict::Close => {
+                let mut session = self.sessions.remove(key);
+                let _ = self.poll.registry().deregister(session.client_mut());
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((at, tk)) = self.timers.pop_due(now) {
+            let Some(session) = self.sessions.get_mut(tk.key) else {
+                continue;
+            };
+            if session.timer_key() != tk {
+                continue;
+            }
+            let mut cx = Ctx {
+                now,
+                registry: self.poll.registry(),
+                pool: &mut self.pool,
+                balancer: &mut self.balancer,
+                backends: &self.backends,
+                host_values: &self.host_values,
+                config: &self.config,
+            };
+            if let Some(verdict) = session.on_timer(at, &mut cx) {
+                self.settle(tk.key, verdict);
+            }
+        }
+    }
+}
+
+/// The `Host` a backend receives when its own name is sent: the port is
+/// left out when it is the scheme's default, as browsers do.
+fn host_value(b: &Backend) -> String {
+    let default_port = if b.tls { 443 } else { 80 };
+    let host = match b.addr {
+        SocketAddr::V6(_) if b.host.contains(':') => format!("[{}]", b.host),
+        _ => b.host.clone(),
+    };
+    match b.port == default_port {
+        true => host,
+        false => format!("{host}:{}", b.port),
+    }
+}
+
+/// Binds the listening socket for sp mode.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // `-H ::` serves IPv4 clients too, as operators expect.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}

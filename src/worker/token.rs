@@ -1,0 +1,49 @@
+//! The `mio::Token` layout of a worker: which slab a readiness event is for.
+//!
+//! Client sessions take even tokens and backend connections odd ones, so a
+//! token decodes to its table without a lookup; the top values are fixed
+//! sources (listener, waker).
+
+use mio::Token;
+
+pub const LISTENER: Token = Token(usize::MAX - 1);
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// What a token points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Listener,
+    Waker,
+    Session(usize),
+    Upstream(usize),
+}
+
+pub fn session(key: usize) -> Token {
+    Token(key * 2)
+}
+
+pub fn upstream(key: usize) -> Token {
+    Token(key * 2 + 1)
+}
+
+pub fn decode(token: Token) -> Slot {
+    match token {
+        LISTENER => Slot::Listener,
+        WAKER => Slot::Waker,
+        Token(t) if t % 2 == 0 => Slot::Session(t / 2),
+        Token(t) => Slot::Upstream(t / 2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        assert_eq!(decode(session(7)), Slot::Session(7));
+        assert_eq!(decode(upstream(7)), Slot::Upstream(7));
+        assert_eq!(decode(LISTENER), Slot::Listener);
+        assert_eq!(decode(WAKER), Slot::Waker);
+    }
+}
