@@ -117,57 +117,14 @@ impl Session {
         let Some(key) = self.upstream else {
             return Err(Close);
         };
-        match self.down {
-            Downward::AwaitHead if self.dirty => {
-                self.dirty = false;
-                let Some(up) = cx.pool.get(key) else {
-                    return Err(Close);
-                };
-                if !up.buf.is_empty() {
-                    let upgrade = self.req.upgrade.is_some();
-                    match self.resp.parse(up.buf.data(), self.req.is_head(), upgrade) {
-                        Err(e) => return self.answer_error(cx, ProxyError::BadGateway(e.reason())),
-                        Ok(true) => return self.on_response_head(cx, key),
-                        Ok(false) if up.buf.is_full() => {
-                            return self.answer_error(
-                                cx,
-                                ProxyError::BadGateway("response head too large"),
-                            );
-                        }
-                        Ok(false) => {}
-                    }
-                }
-            }
-            Downward::Body if self.down_pending == 0 && !self.resp_body.is_done() => {
-                let Some(up) = cx.pool.get_mut(key) else {
-                    return Err(Close);
-                };
-                if up.buf.is_empty() && self.upstream_eof {
-                    // Everything before the close is relayed: that was the body.
-                    self.resp_body = BodyFramer::Done;
-                    return Ok(true);
-                }
-                if !up.buf.is_empty() {
-                    let framed = match self.dechunk {
-                        true => self
-                            .resp_body
-                            .advance_payload(up.buf.data())
-                            .map(|s| (s.data.0, s.data.1 - s.data.0)),
-                        false => self.resp_body.advance(up.buf.data()).map(|(n, _)| (0, n)),
-                    };
-                    let Ok((skip, pending)) = framed else {
-                        // Head already relayed: all we can do is cut.
-                        return Err(Close);
-                    };
-                    up.buf.consume(skip);
-                    self.down_pending = pending;
-                    if skip > 0 || pending > 0 || self.resp_body.is_done() {
-                        return Ok(true);
-                    }
-                }
-            }
+        let progress = match self.down {
+            Downward::AwaitHead if self.dirty => self.parse_down_head(cx, key)?,
             Downward::Body if self.resp_body.is_done() => return Ok(false),
-            _ => {}
+            Downward::Body if self.down_pending == 0 => self.frame_down(cx, key)?,
+            _ => false,
+        };
+        if progress || self.phase != Phase::Exchange {
+            return Ok(true);
         }
         match self.read_upstream(cx, key) {
             Ok(Read::Data) => {
@@ -178,6 +135,62 @@ impl Session {
             Ok(Read::Blocked) => Ok(false),
             Err(why) => self.upstream_failed(cx, why),
         }
+    }
+
+    /// Parses the response head once it is complete.
+    fn parse_down_head(&mut self, cx: &mut Ctx<'_>, key: usize) -> Step {
+        self.dirty = false;
+        let Some(up) = cx.pool.get(key) else {
+            return Err(Close);
+        };
+        if up.buf.is_empty() {
+            return Ok(false);
+        }
+        let upgrade = self.req.upgrade.is_some();
+        match self.resp.parse(up.buf.data(), self.req.is_head(), upgrade) {
+            Err(e) => self.answer_error(cx, ProxyError::BadGateway(e.reason())),
+            Ok(false) if up.buf.is_full() => {
+                self.answer_error(cx, ProxyError::BadGateway("response head too large"))
+            }
+            Ok(false) => Ok(false),
+            Ok(true) => {
+                self.on_response_head(cx, key)?;
+                // Frame the body bytes that came with the head now, so head
+                // and body leave in one write.
+                if self.phase == Phase::Exchange && self.down == Downward::Body {
+                    self.frame_down(cx, key)?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Finds the next run of response body bytes to relay. `Ok(true)` if
+    /// anything changed.
+    fn frame_down(&mut self, cx: &mut Ctx<'_>, key: usize) -> Step {
+        let Some(up) = cx.pool.get_mut(key) else {
+            return Err(Close);
+        };
+        if up.buf.is_empty() {
+            if self.upstream_eof {
+                // Everything before the close is relayed: that was the body.
+                self.resp_body = BodyFramer::Done;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let framed = match self.dechunk {
+            true => self
+                .resp_body
+                .advance_payload(up.buf.data())
+                .map(|s| (s.data.0, s.data.1 - s.data.0)),
+            false => self.resp_body.advance(up.buf.data()).map(|(n, _)| (0, n)),
+        };
+        // Head already relayed: a framing error can only cut the connection.
+        let (skip, pending) = framed.map_err(|_| Close)?;
+        up.buf.consume(skip);
+        self.down_pending = pending;
+        Ok(skip > 0 || pending > 0 || self.resp_body.is_done())
     }
 
     /// One read from the backend into its buffer, if it has room.
