@@ -69,7 +69,7 @@ fn main() {
     let args = ["load_balancer", "--mode", "sp", "-l", "err", "-b", &backend];
     let config = Arc::new(cli::parse_from(args).expect("config"));
     std::thread::spawn(move || {
-        let mut worker = Worker::new(config, listener).expect("worker");
+        let mut worker = Worker::new(config, listener, None).expect("worker");
         ON_WORKER.with(|c| c.set(true));
         let _ = worker.run();
     });

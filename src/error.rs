@@ -21,6 +21,8 @@ pub enum ProxyError {
     HeadTooLarge,
     /// CONNECT and the like (405).
     MethodNotAllowed,
+    /// Anything but `/metrics` on the separate metrics listener (404).
+    NotFound,
     /// No complete head within the head timeout (408).
     HeadTimeout,
     /// No backend could be connected (502).
@@ -50,6 +52,7 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::HeadTooLarge
             | ProxyError::MethodNotAllowed
+            | ProxyError::NotFound
             | ProxyError::HeadTimeout => Blame::Client,
             ProxyError::NoBackend | ProxyError::BadGateway(_) | ProxyError::GatewayTimeout => {
                 Blame::Backend
@@ -63,6 +66,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => 400,
             ProxyError::HeadTooLarge => 431,
             ProxyError::MethodNotAllowed => 405,
+            ProxyError::NotFound => 404,
             ProxyError::HeadTimeout => 408,
             ProxyError::NoBackend | ProxyError::BadGateway(_) => 502,
             ProxyError::AllBackendsDown => 503,
@@ -83,6 +87,9 @@ impl ProxyError {
             }
             ProxyError::MethodNotAllowed => {
                 b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 19\r\nConnection: close\r\n\r\nMethod Not Allowed\n"
+            }
+            ProxyError::NotFound => {
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nNot Found\n"
             }
             ProxyError::HeadTimeout => {
                 b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nRequest Timeout\n"
@@ -110,6 +117,7 @@ mod tests {
             ProxyError::BadRequest("x"),
             ProxyError::HeadTooLarge,
             ProxyError::MethodNotAllowed,
+            ProxyError::NotFound,
             ProxyError::HeadTimeout,
             ProxyError::NoBackend,
             ProxyError::AllBackendsDown,

@@ -27,8 +27,18 @@ fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", config.listen)),
     };
+    let metrics_listener = match config.metrics_addr.map(worker::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let addr = config
+                .metrics_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            return fail(&format!("cannot listen on --metrics-addr {addr}: {e}"));
+        }
+    };
     let config = Arc::new(config);
-    let mut worker = match Worker::new(Arc::clone(&config), listener) {
+    let mut worker = match Worker::new(Arc::clone(&config), listener, metrics_listener) {
         Ok(worker) => worker,
         Err(e) => return fail(&format!("cannot start the worker: {e}")),
     };

@@ -273,6 +273,7 @@ impl Session {
             trace_head("<-", &backend.label, &self.outhead[head_at..]);
         }
         if self.resp.status == 101 {
+            cx.metrics.request(Some(id), 101, cx.now - self.started);
             self.phase = Phase::Tunnel;
             return Ok(true);
         }
@@ -331,6 +332,8 @@ impl Session {
         }
         if let Some(id) = self.backend.take() {
             cx.balancer.on_finish(id);
+            cx.metrics
+                .request(Some(id), self.resp.status, cx.now - self.started);
         }
         self.requests += 1;
         if !self.up_done {

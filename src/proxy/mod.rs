@@ -21,8 +21,10 @@ use mio::net::TcpStream;
 use crate::balance::{Balancer, STICKY_COOKIE};
 use crate::buffer::Buf;
 use crate::config::{Config, Strategy};
-use crate::error::ProxyError;
-use crate::http1::{BodyFramer, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
+use crate::error::{Blame, ProxyError};
+use crate::http1::request::Method;
+use crate::http1::{BodyFramer, BodyKind, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::upstream::{Backend, BackendId, HostHeader};
 use crate::worker::timer::{TimerKey, Timers};
@@ -49,6 +51,9 @@ pub struct Ctx<'a> {
     /// `Host` value sent to each backend when its own name is used.
     pub host_values: &'a [String],
     pub config: &'a Config,
+    pub metrics: &'a mut Metrics,
+    /// Open client connections of this worker, for `/metrics`.
+    pub connections: usize,
 }
 
 /// Where a connection is in its life.
@@ -112,6 +117,10 @@ impl IpText {
 pub struct Session {
     key: usize,
     generation: u64,
+    /// Accepted on the `--metrics-addr` listener: serves only `/metrics`.
+    metrics_only: bool,
+    /// When the current request's head was complete.
+    started: Instant,
     client: TcpStream,
     client_ip: IpText,
     readable: bool,
@@ -181,11 +190,14 @@ impl Session {
         generation: u64,
         client: TcpStream,
         ip: IpAddr,
+        metrics_only: bool,
         now: Instant,
     ) -> Session {
         Session {
             key,
             generation,
+            metrics_only,
+            started: now,
             client,
             client_ip: IpText::new(ip),
             // Clients usually send right after connecting: try reading at
@@ -377,7 +389,14 @@ impl Session {
 
     fn start_request(&mut self, cx: &mut Ctx<'_>) -> Step {
         self.head_started = None;
+        self.started = cx.now;
         self.hold_head = self.req.head_len;
+        if self.is_scrape(cx) {
+            return self.answer_metrics(cx);
+        }
+        if self.metrics_only {
+            return self.answer_error(cx, ProxyError::NotFound);
+        }
         self.pinned = match cx.config.strategy {
             Strategy::Sticky => self
                 .req
@@ -496,6 +515,7 @@ impl Session {
     fn connect_failed(&mut self, cx: &mut Ctx<'_>, why: &str) -> Step {
         if let Some(id) = self.backend {
             crate::warn!("backend {}: {why}", cx.backends[id.0].label);
+            cx.metrics.failure(id);
         }
         self.drop_upstream(cx);
         if self.hold_head == 0 {
@@ -519,6 +539,12 @@ impl Session {
 
     /// Answers with an error and closes (SPEC §5 error table).
     fn answer_error(&mut self, cx: &mut Ctx<'_>, e: ProxyError) -> Step {
+        let backend = self.backend;
+        if let (Some(id), Blame::Backend) = (backend, e.blame()) {
+            cx.metrics.failure(id);
+        }
+        cx.metrics
+            .request(backend, e.status(), cx.now - self.started);
         self.drop_upstream(cx);
         if self.outhead_pos > 0 && self.outhead_pos < self.outhead.len() {
             // Half of an interim response is out: nothing more can be framed.
@@ -532,6 +558,36 @@ impl Session {
         self.outhead.extend_from_slice(e.response());
         self.outhead_pos = 0;
         self.phase = Phase::Answer { close: true };
+        self.last_io = cx.now;
+        Ok(true)
+    }
+
+    /// `GET /metrics` is ours on the listen port unless a separate metrics
+    /// listener is configured, and always ours on that listener.
+    fn is_scrape(&self, cx: &Ctx<'_>) -> bool {
+        let own = self.metrics_only || cx.config.metrics_addr.is_none();
+        own && self.req.target.get(self.inbuf.data()) == b"/metrics"
+            && matches!(self.req.method(), Method::Get | Method::Head)
+            && self.req.body() == BodyKind::None
+    }
+
+    /// Answers a scrape; scrapes are not counted as requests.
+    fn answer_metrics(&mut self, cx: &mut Ctx<'_>) -> Step {
+        let body = cx.metrics.render(cx.connections);
+        let close = !self.req.keep_alive;
+        self.outhead.clear();
+        self.outhead_pos = 0;
+        let _ = write!(
+            self.outhead,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if !self.req.is_head() {
+            self.outhead.extend_from_slice(body.as_bytes());
+        }
+        self.release_held();
+        self.phase = Phase::Answer { close };
         self.last_io = cx.now;
         Ok(true)
     }

@@ -19,6 +19,7 @@ use slab::Slab;
 
 use crate::balance::Balancer;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::{Ctx, Session, Verdict};
 use crate::upstream::Backend;
@@ -36,6 +37,9 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Worker {
     poll: Poll,
     listener: TcpListener,
+    /// `--metrics-addr`: connections here serve only `/metrics`.
+    metrics_listener: Option<TcpListener>,
+    metrics: Metrics,
     sessions: Slab<Session>,
     pool: Pool,
     balancer: Balancer,
@@ -48,16 +52,26 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(config: Arc<Config>, listener: std::net::TcpListener) -> io::Result<Worker> {
+    pub fn new(
+        config: Arc<Config>,
+        listener: std::net::TcpListener,
+        metrics_listener: Option<std::net::TcpListener>,
+    ) -> io::Result<Worker> {
         let poll = Poll::new()?;
-        listener.set_nonblocking(true)?;
-        let mut listener = TcpListener::from_std(listener);
+        let mut listener = adopt(listener)?;
         poll.registry()
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
+        let mut metrics_listener = metrics_listener.map(adopt).transpose()?;
+        if let Some(l) = metrics_listener.as_mut() {
+            poll.registry()
+                .register(l, token::METRICS_LISTENER, Interest::READABLE)?;
+        }
         let backends = config.backends.clone();
         Ok(Worker {
             poll,
             listener,
+            metrics_listener,
+            metrics: Metrics::new(&backends),
             sessions: Slab::with_capacity(1024),
             pool: Pool::new(backends.len(), MAX_IDLE_PER_BACKEND, POOL_IDLE),
             balancer: Balancer::new(config.strategy, &backends),
@@ -88,7 +102,8 @@ impl Worker {
             let now = Instant::now();
             for event in events.iter() {
                 match token::decode(event.token()) {
-                    Slot::Listener => self.accept(now),
+                    Slot::Listener => self.accept(false, now),
+                    Slot::MetricsListener => self.accept(true, now),
                     Slot::Session(key) => {
                         if let Some(session) = self.sessions.get_mut(key) {
                             session.on_event(event);
@@ -123,9 +138,14 @@ impl Worker {
         }
     }
 
-    fn accept(&mut self, now: Instant) {
+    fn accept(&mut self, metrics_only: bool, now: Instant) {
         loop {
-            match self.listener.accept() {
+            let accepted = match (metrics_only, self.metrics_listener.as_ref()) {
+                (true, Some(l)) => l.accept(),
+                (true, None) => return,
+                (false, _) => self.listener.accept(),
+            };
+            match accepted {
                 Ok((mut stream, peer)) => {
                     // Small responses leave in one segment without waiting
                     // for the client's ACK.
@@ -142,7 +162,14 @@ impl Worker {
                         continue;
                     }
                     self.generation += 1;
-                    entry.insert(Session::new(key, self.generation, stream, peer.ip(), now));
+                    entry.insert(Session::new(
+                        key,
+                        self.generation,
+                        stream,
+                        peer.ip(),
+                        metrics_only,
+                        now,
+                    ));
                     self.drive(key, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -159,6 +186,7 @@ impl Worker {
 
     /// Runs a session's state machine and settles its fate.
     fn drive(&mut self, key: usize, now: Instant) {
+        let connections = self.sessions.len();
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -170,6 +198,8 @@ impl Worker {
             backends: &self.backends,
             host_values: &self.host_values,
             config: &self.config,
+            metrics: &mut self.metrics,
+            connections,
         };
         let verdict = session.drive(&mut cx);
         self.settle(key, verdict);
@@ -191,6 +221,7 @@ impl Worker {
 
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, tk)) = self.timers.pop_due(now) {
+            let connections = self.sessions.len();
             let Some(session) = self.sessions.get_mut(tk.key) else {
                 continue;
             };
@@ -205,6 +236,8 @@ impl Worker {
                 backends: &self.backends,
                 host_values: &self.host_values,
                 config: &self.config,
+                metrics: &mut self.metrics,
+                connections,
             };
             if let Some(verdict) = session.on_timer(at, &mut cx) {
                 self.settle(tk.key, verdict);
@@ -225,6 +258,11 @@ fn host_value(b: &Backend) -> String {
         true => host,
         false => format!("{host}:{}", b.port),
     }
+}
+
+fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener))
 }
 
 /// Binds the listening socket for sp mode.

@@ -8,11 +8,13 @@ use mio::Token;
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
+pub const METRICS_LISTENER: Token = Token(usize::MAX - 3);
 
 /// What a token points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
     Listener,
+    MetricsListener,
     Waker,
     Session(usize),
     Upstream(usize),
@@ -30,6 +32,7 @@ pub fn decode(token: Token) -> Slot {
     match token {
         LISTENER => Slot::Listener,
         WAKER => Slot::Waker,
+        METRICS_LISTENER => Slot::MetricsListener,
         Token(t) if t % 2 == 0 => Slot::Session(t / 2),
         Token(t) => Slot::Upstream(t / 2),
     }
