@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod origin;
 pub mod pool;
 pub mod proxy;
+pub mod signals;
 pub mod upstream;
 pub mod worker;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use load_balancer::config::Mode;
 use load_balancer::config::cli::{self, CliError};
+use load_balancer::signals::Signals;
 use load_balancer::worker::{self, Worker};
 
 fn main() -> ExitCode {
@@ -18,6 +19,11 @@ fn main() -> ExitCode {
         Err(CliError::Invalid(line)) => return fail(&line),
     };
     load_balancer::log::set_level(config.log_level);
+    // Before any thread exists, so every thread inherits the blocked mask.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => return fail(&format!("cannot set up signal handling: {e}")),
+    };
     if config.mode == Mode::Multi {
         load_balancer::warn!(
             "mp mode is not available yet: serving with one in-process worker (sp)"
@@ -42,6 +48,9 @@ fn main() -> ExitCode {
         Ok(worker) => worker,
         Err(e) => return fail(&format!("cannot start the worker: {e}")),
     };
+    if let Err(e) = worker.handle_signals(signals) {
+        return fail(&format!("cannot set up signal handling: {e}"));
+    }
     load_balancer::info!(
         "serving on {} with {} backend(s), strategy {:?}",
         config.listen,

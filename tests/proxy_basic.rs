@@ -100,11 +100,26 @@ fn metrics_are_served_on_the_listen_port_and_scrapes_are_not_counted() {
     assert_eq!(client.request("GET", "/", &[], b"").status, 200);
     let first = client.request("GET", "/metrics", &[], b"");
     assert_eq!(first.status, 200);
-    assert!(first.header("Content-Type").unwrap_or("").starts_with("text/plain"));
-    let line = format!("lb_requests_total{{backend=\"{}\",code=\"200\"}} 1", a.addr());
-    assert!(first.body_str().lines().any(|l| l == line), "{}", first.body_str());
+    assert!(
+        first
+            .header("Content-Type")
+            .unwrap_or("")
+            .starts_with("text/plain")
+    );
+    let line = format!(
+        "lb_requests_total{{backend=\"{}\",code=\"200\"}} 1",
+        a.addr()
+    );
+    assert!(
+        first.body_str().lines().any(|l| l == line),
+        "{}",
+        first.body_str()
+    );
     let second = client.request("GET", "/metrics", &[], b"").body_str();
-    assert!(second.lines().any(|l| l == line), "a scrape was counted:\n{second}");
+    assert!(
+        second.lines().any(|l| l == line),
+        "a scrape was counted:\n{second}"
+    );
     assert!(second.contains("lb_connections_active 1"), "{second}");
     assert_eq!(a.requests(), 1, "scrapes never reach a backend");
 }
@@ -120,6 +135,10 @@ fn metrics_addr_moves_metrics_to_their_own_listener() {
     assert_eq!(proxied.header("X-Origin"), Some("a"));
     let scrape = get(metrics_port, "/metrics");
     assert_eq!(scrape.status, 200);
-    assert!(scrape.body_str().contains("lb_requests_total{"), "{}", scrape.body_str());
+    assert!(
+        scrape.body_str().contains("lb_requests_total{"),
+        "{}",
+        scrape.body_str()
+    );
     assert_eq!(get(metrics_port, "/other").status, 404);
 }

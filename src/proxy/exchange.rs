@@ -254,7 +254,7 @@ impl Session {
             return Ok(true);
         }
         let backend = &cx.backends[id.0];
-        self.close_after |= !self.resp.client_can_continue(client_http10);
+        self.close_after |= cx.draining || !self.resp.client_can_continue(client_http10);
         let set_sticky = match cx.config.strategy {
             Strategy::Sticky if self.req.sticky != Some(backend.sticky_id) => {
                 Some(backend.sticky_id)
@@ -343,7 +343,7 @@ impl Session {
             self.linger(cx);
             return Ok(true);
         }
-        if self.close_after {
+        if self.close_after || cx.draining {
             self.linger(cx);
             return Ok(true);
         }

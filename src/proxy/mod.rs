@@ -51,6 +51,8 @@ pub struct Ctx<'a> {
     /// `Host` value sent to each backend when its own name is used.
     pub host_values: &'a [String],
     pub config: &'a Config,
+    /// The worker is stopping: connections close after their response.
+    pub draining: bool,
     pub metrics: &'a mut Metrics,
     /// Open client connections of this worker, for `/metrics`.
     pub connections: usize,
@@ -244,6 +246,12 @@ impl Session {
         }
     }
 
+    /// Between requests with nothing buffered: can be closed at once by a
+    /// graceful stop without losing anything.
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::ReadHead && self.inbuf.is_empty()
+    }
+
     pub fn client_mut(&mut self) -> &mut TcpStream {
         &mut self.client
     }
@@ -415,7 +423,7 @@ impl Session {
         self.down_pending = 0;
         self.response_started = false;
         self.upstream_eof = false;
-        self.close_after = !self.req.keep_alive;
+        self.close_after = !self.req.keep_alive || cx.draining;
         self.outhead.clear();
         self.outhead_pos = 0;
         self.choose_backend(cx)
@@ -574,7 +582,7 @@ impl Session {
     /// Answers a scrape; scrapes are not counted as requests.
     fn answer_metrics(&mut self, cx: &mut Ctx<'_>) -> Step {
         let body = cx.metrics.render(cx.connections);
-        let close = !self.req.keep_alive;
+        let close = !self.req.keep_alive || cx.draining;
         self.outhead.clear();
         self.outhead_pos = 0;
         let _ = write!(
@@ -600,7 +608,7 @@ impl Session {
         if self.outhead_pos < self.outhead.len() {
             return self.flush_outhead(cx);
         }
-        if close {
+        if close || cx.draining {
             self.linger(cx);
         } else {
             self.enter_read_head(cx.now);

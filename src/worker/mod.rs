@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::{Ctx, Session, Verdict};
+use crate::signals::{Signal, Signals};
 use crate::upstream::Backend;
 use timer::Timers;
 use token::Slot;
@@ -31,12 +32,18 @@ const MAX_IDLE_PER_BACKEND: usize = 128;
 /// Idle backend connections are closed after this unless the backend
 /// announced a shorter keep-alive timeout.
 const POOL_IDLE: Duration = Duration::from_secs(30);
+/// A graceful stop waits this long for requests in flight (SPEC §4).
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// The longest poll sleep, so the pool sweep runs even when all is quiet.
 const TICK: Duration = Duration::from_secs(1);
 
 pub struct Worker {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once draining: new connections are refused.
+    listener: Option<TcpListener>,
+    signals: Option<Signals>,
+    /// Set by a stop signal: when in-flight requests must be done by.
+    drain_deadline: Option<Instant>,
     /// `--metrics-addr`: connections here serve only `/metrics`.
     metrics_listener: Option<TcpListener>,
     metrics: Metrics,
@@ -69,7 +76,9 @@ impl Worker {
         let backends = config.backends.clone();
         Ok(Worker {
             poll,
-            listener,
+            listener: Some(listener),
+            signals: None,
+            drain_deadline: None,
             metrics_listener,
             metrics: Metrics::new(&backends),
             sessions: Slab::with_capacity(1024),
@@ -84,10 +93,26 @@ impl Worker {
         })
     }
 
-    /// Runs the event loop until an unrecoverable poll error.
+    /// Lets SIGTERM/SIGINT stop the worker gracefully (sp mode, where the
+    /// worker is the whole process).
+    pub fn handle_signals(&mut self, signals: Signals) -> io::Result<()> {
+        signals.register(self.poll.registry(), token::SIGNALS)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Runs the event loop until stopped (Ok) or an unrecoverable poll
+    /// error.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
+            if let Some(deadline) = self.drain_deadline {
+                let now = Instant::now();
+                if self.sessions.is_empty() || now >= deadline {
+                    crate::info!("stopped ({} connections cut)", self.sessions.len());
+                    return Ok(());
+                }
+            }
             let now = Instant::now();
             let timeout = self
                 .timers
@@ -111,6 +136,11 @@ impl Worker {
                         }
                     }
                     Slot::Upstream(key) => self.on_upstream_event(key, event, now),
+                    Slot::Signals => {
+                        if self.on_signals(now) {
+                            return Ok(());
+                        }
+                    }
                     Slot::Waker => {}
                 }
             }
@@ -119,6 +149,46 @@ impl Worker {
                 self.pool.sweep(now, self.poll.registry());
                 self.last_sweep = now;
             }
+        }
+    }
+
+    /// Reads pending signals; `true` means stop now.
+    fn on_signals(&mut self, now: Instant) -> bool {
+        while let Some(signal) = self.signals.as_ref().and_then(Signals::read) {
+            match signal {
+                // A second stop signal means stop now (SPEC §4).
+                Signal::Stop if self.drain_deadline.is_some() => return true,
+                Signal::Stop => self.begin_drain(now),
+                Signal::Reload | Signal::Upgrade => {
+                    crate::warn!("{signal:?} signal ignored: not available in sp mode yet");
+                }
+            }
+        }
+        false
+    }
+
+    /// Graceful stop: refuse new connections, close idle ones, let requests
+    /// in flight finish (each connection closes after its response).
+    fn begin_drain(&mut self, now: Instant) {
+        crate::info!(
+            "stopping: finishing requests on {} connections",
+            self.sessions.len()
+        );
+        self.drain_deadline = Some(now + DRAIN_LIMIT);
+        for listener in [self.listener.take(), self.metrics_listener.take()]
+            .iter_mut()
+            .flatten()
+        {
+            let _ = self.poll.registry().deregister(listener);
+        }
+        let idle: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.is_idle())
+            .map(|(key, _)| key)
+            .collect();
+        for key in idle {
+            self.settle(key, Verdict::Close);
         }
     }
 
@@ -143,7 +213,10 @@ impl Worker {
             let accepted = match (metrics_only, self.metrics_listener.as_ref()) {
                 (true, Some(l)) => l.accept(),
                 (true, None) => return,
-                (false, _) => self.listener.accept(),
+                (false, _) => match self.listener.as_ref() {
+                    Some(l) => l.accept(),
+                    None => return,
+                },
             };
             match accepted {
                 Ok((mut stream, peer)) => {
@@ -198,6 +271,7 @@ impl Worker {
             backends: &self.backends,
             host_values: &self.host_values,
             config: &self.config,
+            draining: self.drain_deadline.is_some(),
             metrics: &mut self.metrics,
             connections,
         };
@@ -236,6 +310,7 @@ impl Worker {
                 backends: &self.backends,
                 host_values: &self.host_values,
                 config: &self.config,
+                draining: self.drain_deadline.is_some(),
                 metrics: &mut self.metrics,
                 connections,
             };

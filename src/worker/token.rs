@@ -9,12 +9,14 @@ use mio::Token;
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
 pub const METRICS_LISTENER: Token = Token(usize::MAX - 3);
+pub const SIGNALS: Token = Token(usize::MAX - 4);
 
 /// What a token points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
     Listener,
     MetricsListener,
+    Signals,
     Waker,
     Session(usize),
     Upstream(usize),
@@ -33,6 +35,7 @@ pub fn decode(token: Token) -> Slot {
         LISTENER => Slot::Listener,
         WAKER => Slot::Waker,
         METRICS_LISTENER => Slot::MetricsListener,
+        SIGNALS => Slot::Signals,
         Token(t) if t % 2 == 0 => Slot::Session(t / 2),
         Token(t) => Slot::Upstream(t / 2),
     }
