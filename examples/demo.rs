@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         }
     };
     let mut cmd = Command::new(&binary);
-    cmd.args(["-p", "8080", "--mode", "sp"]);
+    cmd.args(["-p", "8080"]);
     for o in &origins {
         cmd.args(["-b", &o.addr().to_string()]);
     }

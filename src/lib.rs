@@ -13,6 +13,7 @@ pub mod buffer;
 pub mod config;
 pub mod error;
 pub mod http1;
+pub mod master;
 pub mod metrics;
 pub mod origin;
 pub mod pool;

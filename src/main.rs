@@ -1,16 +1,20 @@
-//! Entry point: parse the command line, then hand over to the worker (sp) or
-//! the master (mp). Everything of substance lives in the library.
+//! Entry point: parse the command line, then become the master (mp), the
+//! single in-process worker (sp), or — when started by a master — one of
+//! its workers. Everything of substance lives in the library.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use load_balancer::config::Mode;
 use load_balancer::config::cli::{self, CliError};
+use load_balancer::config::{Config, Mode};
+use load_balancer::master::{self, spawn};
 use load_balancer::signals::Signals;
 use load_balancer::worker::{self, Worker};
 
 fn main() -> ExitCode {
-    let config = match cli::parse_from(std::env::args_os()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let config = match cli::parse_from(&args) {
         Ok(config) => config,
         Err(CliError::Display(text)) => {
             print!("{text}");
@@ -19,48 +23,78 @@ fn main() -> ExitCode {
         Err(CliError::Invalid(line)) => return fail(&line),
     };
     load_balancer::log::set_level(config.log_level);
+    let slot = std::env::var(spawn::SLOT_ENV)
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok());
+    let result = match (slot, config.mode) {
+        (Some(slot), _) => run_worker_process(config, slot),
+        (None, Mode::Single) => run_single(config),
+        (None, Mode::Multi) => run_master(config, args.into_iter().skip(1).collect()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(line) => fail(&line),
+    }
+}
+
+fn run_master(config: Config, args: Vec<OsString>) -> Result<(), String> {
     // Before any thread exists, so every thread inherits the blocked mask.
-    let signals = match Signals::install() {
-        Ok(signals) => signals,
-        Err(e) => return fail(&format!("cannot set up signal handling: {e}")),
+    let signals =
+        Signals::install_master().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    master::run(&config, args, signals)
+}
+
+fn run_single(config: Config) -> Result<(), String> {
+    let signals = Signals::install().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    let listener = worker::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(
+            worker::bind(addr)
+                .map_err(|e| format!("cannot listen on --metrics-addr {addr}: {e}"))?,
+        ),
+        None => None,
     };
-    if config.mode == Mode::Multi {
-        load_balancer::warn!(
-            "mp mode is not available yet: serving with one in-process worker (sp)"
-        );
-    }
-    let listener = match worker::bind(config.listen) {
-        Ok(listener) => listener,
-        Err(e) => return fail(&format!("cannot listen on {}: {e}", config.listen)),
-    };
-    let metrics_listener = match config.metrics_addr.map(worker::bind).transpose() {
-        Ok(l) => l,
-        Err(e) => {
-            let addr = config
-                .metrics_addr
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            return fail(&format!("cannot listen on --metrics-addr {addr}: {e}"));
-        }
-    };
-    let config = Arc::new(config);
-    let mut worker = match Worker::new(Arc::clone(&config), listener, metrics_listener) {
-        Ok(worker) => worker,
-        Err(e) => return fail(&format!("cannot start the worker: {e}")),
-    };
-    if let Err(e) = worker.handle_signals(signals) {
-        return fail(&format!("cannot set up signal handling: {e}"));
-    }
     load_balancer::info!(
         "serving on {} with {} backend(s), strategy {:?}",
         config.listen,
         config.backends.len(),
         config.strategy
     );
-    match worker.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&format!("event loop failed: {e}")),
+    serve(config, listener, metrics, signals)
+}
+
+/// A worker started by a master: its sockets are inherited descriptors.
+fn run_worker_process(config: Config, slot: usize) -> Result<(), String> {
+    let signals = Signals::install()
+        .map_err(|e| format!("worker {slot}: cannot set up signal handling: {e}"))?;
+    let listener = worker::inherited_listener(spawn::LISTEN_FD)
+        .map_err(|e| format!("worker {slot}: no listening socket from the master: {e}"))?;
+    let metrics = match std::env::var_os(spawn::METRICS_ENV) {
+        Some(_) => Some(
+            worker::inherited_listener(spawn::METRICS_FD)
+                .map_err(|e| format!("worker {slot}: no metrics socket from the master: {e}"))?,
+        ),
+        None => None,
+    };
+    if let Err(e) = worker::pin_to_cpu(slot) {
+        load_balancer::warn!("worker {slot}: cannot pin to a CPU: {e}");
     }
+    serve(config, listener, metrics, signals)
+}
+
+fn serve(
+    config: Config,
+    listener: std::net::TcpListener,
+    metrics: Option<std::net::TcpListener>,
+    signals: Signals,
+) -> Result<(), String> {
+    let mut worker = Worker::new(Arc::new(config), listener, metrics)
+        .map_err(|e| format!("cannot start the worker: {e}"))?;
+    worker
+        .handle_signals(signals)
+        .map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    worker.run().map_err(|e| format!("event loop failed: {e}"))
 }
 
 fn fail(line: &str) -> ExitCode {

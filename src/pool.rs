@@ -31,6 +31,10 @@ pub struct Upstream {
     /// Readiness remembered from edge-triggered events; cleared on WouldBlock.
     pub readable: bool,
     pub writable: bool,
+    /// The backend's FIN (or an error) was reported. Unlike `readable` this
+    /// is never cleared: epoll reports it once, and a short read that
+    /// returned the last data does not show it.
+    pub read_closed: bool,
     pub connected: bool,
     /// Exchanges completed on this connection: a reused connection may have
     /// been closed by the backend in the meantime.
@@ -124,6 +128,7 @@ impl Pool {
             buf: Buf::with_capacity(UPSTREAM_BUF),
             readable: false,
             writable: false,
+            read_closed: false,
             connected: false,
             served: 0,
             idle_until: Instant::now(),
@@ -147,7 +152,11 @@ impl Pool {
             return;
         };
         let backend = conn.backend;
-        if !reusable || !conn.buf.is_empty() || self.idle[backend.0].len() >= self.max_idle {
+        if !reusable
+            || conn.read_closed
+            || !conn.buf.is_empty()
+            || self.idle[backend.0].len() >= self.max_idle
+        {
             self.close(key, registry);
             return;
         }

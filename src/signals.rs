@@ -22,28 +22,43 @@ pub enum Signal {
     Reload,
     /// SIGUSR2: binary upgrade.
     Upgrade,
+    /// SIGCHLD (master only): a worker changed state.
+    Child,
 }
 
 pub struct Signals {
     fd: SignalFd,
 }
 
-fn handled() -> SigSet {
+fn handled(with_child: bool) -> SigSet {
     let mut set = SigSet::empty();
-    for s in [
+    let base = [
         NixSignal::SIGTERM,
         NixSignal::SIGINT,
         NixSignal::SIGHUP,
         NixSignal::SIGUSR2,
-    ] {
+    ];
+    for s in base {
         set.add(s);
+    }
+    if with_child {
+        set.add(NixSignal::SIGCHLD);
     }
     set
 }
 
 impl Signals {
+    /// For a worker (or sp mode).
     pub fn install() -> io::Result<Signals> {
-        let set = handled();
+        Signals::install_set(handled(false))
+    }
+
+    /// For the master, which also hears about its children.
+    pub fn install_master() -> io::Result<Signals> {
+        Signals::install_set(handled(true))
+    }
+
+    fn install_set(set: SigSet) -> io::Result<Signals> {
         set.thread_block().map_err(io::Error::from)?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(io::Error::from)?;
@@ -66,6 +81,7 @@ impl Signals {
                 Ok(NixSignal::SIGTERM | NixSignal::SIGINT) => return Some(Signal::Stop),
                 Ok(NixSignal::SIGHUP) => return Some(Signal::Reload),
                 Ok(NixSignal::SIGUSR2) => return Some(Signal::Upgrade),
+                Ok(NixSignal::SIGCHLD) => return Some(Signal::Child),
                 _ => continue,
             }
         }

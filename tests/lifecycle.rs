@@ -31,6 +31,10 @@ fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
         "new connections are refused once the stop began"
     );
     assert!(
+        !slow.is_finished(),
+        "refused while the slow request was still in flight"
+    );
+    assert!(
         idle.is_closed(Duration::from_secs(2)),
         "idle keep-alive connections are closed"
     );

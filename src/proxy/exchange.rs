@@ -68,6 +68,10 @@ impl Session {
                 self.uphead_pos += from_head;
                 self.held += n - from_head;
                 self.body_pending -= n - from_head;
+                if self.response_started {
+                    // No replay is possible any more: keep nothing back.
+                    self.release_held();
+                }
                 // A short write means the socket buffer is full; the next
                 // writable edge says when there is room.
                 up.writable = n == wanted;
@@ -209,7 +213,10 @@ impl Session {
             return match up.buf.read_from(&mut up.stream) {
                 Ok((0, _)) => Ok(Read::Eof),
                 Ok((_, short)) => {
-                    up.readable = !short;
+                    // A short read drained the socket, unless the peer's
+                    // FIN is already known: then the next read is the EOF,
+                    // and no further event will announce it.
+                    up.readable = !short || up.read_closed;
                     self.last_io = cx.now;
                     Ok(Read::Data)
                 }
@@ -336,10 +343,13 @@ impl Session {
                 .request(Some(id), self.resp.status, cx.now - self.started);
         }
         self.requests += 1;
+        // Drop what is left of this request in the buffer: its head and any
+        // body bytes sent after the response started (those were never
+        // released, and would otherwise prefix the next request).
+        self.release_held();
         if !self.up_done {
             // The backend answered before the request body ended; where the
             // next request would start is unknown.
-            self.release_held();
             self.linger(cx);
             return Ok(true);
         }

@@ -127,6 +127,9 @@ pub struct Session {
     client_ip: IpText,
     readable: bool,
     writable: bool,
+    /// The client's FIN (or an error) was reported; never cleared (see
+    /// `read_client`).
+    read_closed: bool,
     /// Bytes from the client: request heads, bodies, pipelined requests.
     inbuf: Buf,
     phase: Phase,
@@ -206,6 +209,7 @@ impl Session {
             // once instead of waiting a poll round for the first event.
             readable: true,
             writable: true,
+            read_closed: false,
             inbuf: Buf::with_capacity(CLIENT_BUF),
             phase: Phase::ReadHead,
             req: RequestHead::default(),
@@ -260,6 +264,9 @@ impl Session {
     pub fn on_event(&mut self, event: &Event) {
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             self.readable = true;
+        }
+        if event.is_read_closed() || event.is_error() {
+            self.read_closed = true;
         }
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             self.writable = true;
@@ -559,8 +566,18 @@ impl Session {
             return Err(Close);
         }
         match e.status() {
-            500.. => crate::warn!("{} answered {}: {:?}", self.client_ip_str(), e.status(), e),
-            _ => crate::debug!("{} answered {}: {:?}", self.client_ip_str(), e.status(), e),
+            500.. => crate::warn!(
+                "answered {} to {}: {:?}",
+                e.status(),
+                self.client_ip_str(),
+                e
+            ),
+            _ => crate::debug!(
+                "answered {} to {}: {:?}",
+                e.status(),
+                self.client_ip_str(),
+                e
+            ),
         }
         self.outhead.clear();
         self.outhead.extend_from_slice(e.response());
@@ -660,7 +677,10 @@ impl Session {
             return match self.inbuf.read_from(&mut self.client) {
                 Ok((0, _)) => Ok(Read::Eof),
                 Ok((_, short)) => {
-                    self.readable = !short;
+                    // A short read drained the socket, unless the FIN is
+                    // already known: edge-triggered epoll will not report
+                    // it again, so keep reading until the EOF shows.
+                    self.readable = !short || self.read_closed;
                     self.last_io = cx.now;
                     Ok(Read::Data)
                 }

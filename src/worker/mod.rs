@@ -159,8 +159,8 @@ impl Worker {
                 // A second stop signal means stop now (SPEC §4).
                 Signal::Stop if self.drain_deadline.is_some() => return true,
                 Signal::Stop => self.begin_drain(now),
-                Signal::Reload | Signal::Upgrade => {
-                    crate::warn!("{signal:?} signal ignored: not available in sp mode yet");
+                Signal::Reload | Signal::Upgrade | Signal::Child => {
+                    crate::warn!("{signal:?} signal ignored: not handled by a worker yet");
                 }
             }
         }
@@ -198,6 +198,9 @@ impl Worker {
         };
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             up.readable = true;
+        }
+        if event.is_read_closed() || event.is_error() {
+            up.read_closed = true;
         }
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             up.writable = true;
@@ -333,6 +336,34 @@ fn host_value(b: &Backend) -> String {
         true => host,
         false => format!("{host}:{}", b.port),
     }
+}
+
+/// The listening socket a worker process inherited from its master on
+/// descriptor `fd`.
+pub fn inherited_listener(fd: i32) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: the master put an open socket at `fd` for this process before
+    // exec (`master::spawn`) and nothing else in this process owns it; we
+    // take ownership exactly once, at start-up.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = socket2::Socket::from(owned);
+    if !socket.is_listener()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a listening socket"),
+        ));
+    }
+    Ok(socket.into())
+}
+
+/// Pins the calling process to one CPU, so each worker keeps its caches
+/// and its share of the machine (worker i on CPU i mod n).
+pub fn pin_to_cpu(slot: usize) -> io::Result<()> {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut set = CpuSet::new();
+    set.set(slot % cpus).map_err(io::Error::from)?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
 fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> {

@@ -1,0 +1,73 @@
+//! The master's socket table: one `SO_REUSEPORT` listening socket per worker
+//! slot (and one per slot for `--metrics-addr`), bound once and kept by the
+//! master for its whole life, so a respawned worker takes over the very
+//! socket whose accept queue survived its predecessor.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Socket, Type};
+
+/// The sockets of one worker slot.
+#[derive(Debug)]
+pub struct SlotSockets {
+    pub listen: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+/// Binds the sockets of `slots` worker slots.
+pub fn bind_all(
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+    slots: usize,
+) -> Result<Vec<SlotSockets>, String> {
+    // SO_REUSEPORT would let us share the port with another process of the
+    // same user without a word; a plain bind first makes "port in use" an
+    // error, as operators expect.
+    check_free(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    if let Some(addr) = metrics {
+        check_free(addr).map_err(|e| format!("cannot listen on --metrics-addr {addr}: {e}"))?;
+    }
+    (0..slots)
+        .map(|_| {
+            Ok(SlotSockets {
+                listen: bind_reuseport(listen)
+                    .map_err(|e| format!("cannot listen on {listen}: {e}"))?,
+                metrics: metrics
+                    .map(|addr| {
+                        bind_reuseport(addr)
+                            .map_err(|e| format!("cannot listen on --metrics-addr {addr}: {e}"))
+                    })
+                    .transpose()?,
+            })
+        })
+        .collect()
+}
+
+fn check_free(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    socket.set_reuse_address(true)?;
+    prefer_dual_stack(&socket, addr);
+    socket.bind(&addr.into())
+}
+
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    prefer_dual_stack(&socket, addr);
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// `-H ::` serves IPv4 clients too.
+pub fn prefer_dual_stack(socket: &Socket, addr: SocketAddr) {
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+}

@@ -1,0 +1,97 @@
+//! Starting a worker: fork+exec of the running binary (`/proc/self/exe`)
+//! with its slot's sockets as inherited descriptors 3 and 4.
+//!
+//! The master is multi-threaded once the config watcher runs, and between
+//! fork and exec a multi-threaded process may only make async-signal-safe
+//! calls; `pre_exec` below makes nothing else.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+use super::listeners::SlotSockets;
+
+/// The environment a worker process finds its slot in.
+pub const SLOT_ENV: &str = "LB_WORKER_SLOT";
+/// Set when descriptor 4 carries the slot's `--metrics-addr` socket.
+pub const METRICS_ENV: &str = "LB_WORKER_METRICS";
+/// The descriptors a worker inherits its sockets on.
+pub const LISTEN_FD: i32 = 3;
+pub const METRICS_FD: i32 = 4;
+
+/// Spawns the worker of `slot` with the master's own arguments.
+pub fn spawn_worker(
+    slot: usize,
+    sockets: &SlotSockets,
+    args: &[std::ffi::OsString],
+) -> io::Result<Child> {
+    let listen = sockets.listen.as_raw_fd();
+    let metrics = sockets.metrics.as_ref().map(|m| m.as_raw_fd());
+    let master = std::process::id() as libc::pid_t;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0(format!("load_balancer: worker {slot}"))
+        .args(args)
+        .env(SLOT_ENV, slot.to_string())
+        .env_remove(METRICS_ENV);
+    if metrics.is_some() {
+        cmd.env(METRICS_ENV, "1");
+    }
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // only async-signal-safe system calls (dup2, fcntl, prctl, getppid,
+    // sigprocmask) on plain integers captured by value; it allocates nothing
+    // and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Out of the way first: a source could sit on a target number.
+            let listen = park_fd(listen)?;
+            let metrics = metrics.map(|fd| park_fd(fd)).transpose()?;
+            inherit_fd(listen, LISTEN_FD)?;
+            if let Some(fd) = metrics {
+                inherit_fd(fd, METRICS_FD)?;
+            }
+            // The worker dies with the master (SIGTERM: it drains first).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != master {
+                // The master died before prctl took effect.
+                libc::_exit(0);
+            }
+            // The master blocks its signals for its signalfd; the worker
+            // starts from a clean mask and blocks what it reads itself.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// A close-on-exec copy of `fd` above the target numbers.
+///
+/// # Safety
+/// Async-signal-safe: only fcntl.
+unsafe fn park_fd(fd: i32) -> io::Result<i32> {
+    // SAFETY: a plain descriptor syscall.
+    let parked = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    if parked < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(parked)
+}
+
+/// Puts `fd` at `target` without close-on-exec.
+///
+/// # Safety
+/// Async-signal-safe: only dup2 and fcntl.
+unsafe fn inherit_fd(fd: i32, target: i32) -> io::Result<()> {
+    // SAFETY: plain descriptor syscalls; errors are reported, not ignored.
+    unsafe {
+        if libc::dup2(fd, target) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

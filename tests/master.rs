@@ -1,0 +1,148 @@
+//! The multi-process model (SPEC §2, §4): one master, one worker per slot,
+//! respawn on death, graceful stop.
+
+mod common;
+
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Client, Lb, backend_arg, wait_until};
+use load_balancer::origin::{Origin, OriginConfig};
+
+/// PIDs of the direct children of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // Field 4 (after "pid (comm) state") is the parent pid.
+            let after_comm = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            after_comm
+                .split(' ')
+                .nth(1)
+                .and_then(|f| f.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn mp(origin: &Origin, extra: &[&str]) -> Lb {
+    let backend = backend_arg(origin);
+    let mut args = vec!["--mode", "mp", "-w", "2", "-b", backend.as_str()];
+    args.extend_from_slice(extra);
+    Lb::start(&args)
+}
+
+#[test]
+fn one_master_and_two_named_workers_serve_requests() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let lb = mp(&origin, &[]);
+    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
+        .len()
+        == 2));
+    let workers = children(lb.pid());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let mut names: Vec<String> = workers.iter().map(|&p| cmdline(p)).collect();
+    names.sort();
+    assert!(names[0].starts_with("load_balancer: worker 0"), "{names:?}");
+    assert!(names[1].starts_with("load_balancer: worker 1"), "{names:?}");
+    for w in &workers {
+        assert!(
+            children(*w).is_empty(),
+            "workers have no children of their own"
+        );
+    }
+    for _ in 0..20 {
+        assert_eq!(common::get(lb.port(), "/").status, 200);
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_only_its_requests_fail() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let lb = mp(&origin, &[]);
+    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
+        .len()
+        == 2));
+    let before = children(lb.pid());
+    let port = lb.port();
+    // A client sending fresh-connection requests all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client_stop = stop.clone();
+    let client = thread::spawn(move || {
+        let (mut ok, mut failed) = (0u32, 0u32);
+        while !client_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match Client::try_connect(port).and_then(|mut c| c.try_request("GET", "/", &[], b"")) {
+                Ok(r) if r.status == 200 => ok += 1,
+                _ => failed += 1,
+            }
+        }
+        (ok, failed)
+    });
+    assert!(wait_until(Duration::from_secs(5), || origin.requests() > 20));
+    let victim = before[0];
+    let killed_at = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &victim.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            let now = children(lb.pid());
+            now.len() == 2 && !now.contains(&victim)
+        }),
+        "a replacement worker within 2 s"
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(2));
+    let served = origin.requests();
+    assert!(wait_until(Duration::from_secs(5), || origin.requests() > served + 20));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().expect("client");
+    // One connection at a time: at most the request in flight on the killed
+    // worker fails (queued connections wait for the replacement).
+    assert!(failed <= 1, "{failed} failed, {ok} ok");
+    assert!(
+        lb.wait_for_log("worker 0", Duration::from_secs(1))
+            || lb.wait_for_log("worker 1", Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn sigterm_drains_workers_and_the_master_exits_zero() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let mut lb = mp(&origin, &[]);
+    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
+        .len()
+        == 2));
+    let port = lb.port();
+    let slow = thread::spawn(move || Client::connect(port).request("GET", "/delay/1500", &[], b""));
+    assert!(wait_until(Duration::from_secs(5), || origin.connections() == 1));
+    lb.signal("TERM");
+    assert!(
+        wait_until(Duration::from_secs(2), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_err()),
+        "new connections are refused once the stop began"
+    );
+    assert!(
+        !slow.is_finished(),
+        "refused while the slow request was still in flight"
+    );
+    assert_eq!(slow.join().expect("slow client").status, 200);
+    let status = lb.wait_exit(Duration::from_secs(10)).expect("master exits");
+    assert_eq!(status.code(), Some(0));
+}
