@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use load_balancer::config::cli;
+use load_balancer::metrics::Metrics;
 use load_balancer::origin::{Origin, OriginConfig};
 use load_balancer::worker::{self, Worker};
 
@@ -69,7 +70,8 @@ fn main() {
     let args = ["load_balancer", "--mode", "sp", "-l", "err", "-b", &backend];
     let config = Arc::new(cli::parse_from(args).expect("config"));
     std::thread::spawn(move || {
-        let mut worker = Worker::new(config, listener, None).expect("worker");
+        let metrics = Metrics::create(&config.backends, 1).expect("metrics");
+        let mut worker = Worker::new(config, listener, None, metrics).expect("worker");
         ON_WORKER.with(|c| c.set(true));
         let _ = worker.run();
     });

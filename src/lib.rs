@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod origin;
 pub mod pool;
 pub mod proxy;
+pub mod shm;
 pub mod signals;
 pub mod upstream;
 pub mod worker;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use load_balancer::config::cli::{self, CliError};
 use load_balancer::config::{Config, Mode};
 use load_balancer::master::{self, spawn};
+use load_balancer::metrics::Metrics;
 use load_balancer::signals::Signals;
 use load_balancer::worker::{self, Worker};
 
@@ -61,7 +62,9 @@ fn run_single(config: Config) -> Result<(), String> {
         config.backends.len(),
         config.strategy
     );
-    serve(config, listener, metrics, signals)
+    let counters = Metrics::create(&config.backends, 1)
+        .map_err(|e| format!("cannot create the metrics block: {e}"))?;
+    serve(config, listener, metrics, counters, signals)
 }
 
 /// A worker started by a master: its sockets are inherited descriptors.
@@ -77,19 +80,23 @@ fn run_worker_process(config: Config, slot: usize) -> Result<(), String> {
         ),
         None => None,
     };
+    let shm = worker::inherited_fd(spawn::SHM_FD);
+    let counters = Metrics::attach(&config.backends, config.workers, slot, shm)
+        .map_err(|e| format!("worker {slot}: no metrics block from the master: {e}"))?;
     if let Err(e) = worker::pin_to_cpu(slot) {
         load_balancer::warn!("worker {slot}: cannot pin to a CPU: {e}");
     }
-    serve(config, listener, metrics, signals)
+    serve(config, listener, metrics, counters, signals)
 }
 
 fn serve(
     config: Config,
     listener: std::net::TcpListener,
     metrics: Option<std::net::TcpListener>,
+    counters: Metrics,
     signals: Signals,
 ) -> Result<(), String> {
-    let mut worker = Worker::new(Arc::new(config), listener, metrics)
+    let mut worker = Worker::new(Arc::new(config), listener, metrics, counters)
         .map_err(|e| format!("cannot start the worker: {e}"))?;
     worker
         .handle_signals(signals)

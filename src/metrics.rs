@@ -6,8 +6,13 @@
 //! layout in shared memory and sum it across workers.
 
 use std::fmt::Write;
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::shm::SharedCells;
 use crate::upstream::{Backend, BackendId};
 
 /// Status codes are counted exactly, 100–599.
@@ -16,55 +21,161 @@ const CODES: usize = 600;
 const BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Process-tree-wide cells at the start of the block (written by the master).
+const HEADER: usize = 8;
+const RESTARTS: usize = 0;
+const RELOADS_OK: usize = 1;
+const RELOADS_FAILED: usize = 2;
 
-#[derive(Debug)]
+/// Where each counter sits in a worker's region of the shared block.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    backends: usize,
+    slots: usize,
+}
+
+impl Layout {
+    /// `[backend][code]` request counts; the extra last backend row is
+    /// "none": answers the proxy gave itself.
+    fn requests(&self, row: usize, code: usize) -> usize {
+        row * CODES + code
+    }
+    fn failures(&self, backend: usize) -> usize {
+        (self.backends + 1) * CODES + backend
+    }
+    fn bucket(&self, i: usize) -> usize {
+        self.failures(self.backends) + i
+    }
+    fn duration_sum_us(&self) -> usize {
+        self.bucket(BUCKETS.len())
+    }
+    fn duration_count(&self) -> usize {
+        self.duration_sum_us() + 1
+    }
+    /// Open client connections of the worker (a gauge it overwrites).
+    fn connections(&self) -> usize {
+        self.duration_count() + 1
+    }
+    fn per_slot(&self) -> usize {
+        self.connections() + 1
+    }
+    fn total(&self) -> usize {
+        HEADER + self.slots * self.per_slot()
+    }
+    fn region(&self, slot: usize) -> usize {
+        HEADER + slot * self.per_slot()
+    }
+}
+
+/// One process's view of the shared counters: it writes its own region
+/// and reads all of them.
 pub struct Metrics {
+    shm: Arc<SharedCells>,
+    layout: Layout,
+    base: usize,
     labels: Vec<String>,
-    /// `[backend][code]`; the last backend row is "none": answers the proxy
-    /// gave itself (malformed requests, no backend reachable).
-    requests: Vec<u64>,
-    failures: Vec<u64>,
-    buckets: [u64; BUCKETS.len()],
-    duration_sum: Duration,
-    duration_count: u64,
 }
 
 impl Metrics {
-    pub fn new(backends: &[Backend]) -> Metrics {
+    /// A new block for `slots` workers (the master, or sp mode with one),
+    /// viewed as slot 0.
+    pub fn create(backends: &[Backend], slots: usize) -> io::Result<Metrics> {
+        let layout = Layout {
+            backends: backends.len(),
+            slots: slots.max(1),
+        };
+        let shm = Arc::new(SharedCells::create(layout.total())?);
+        Ok(Metrics::view(shm, layout, 0, backends))
+    }
+
+    /// The block a master handed to worker `slot` as `fd`.
+    pub fn attach(
+        backends: &[Backend],
+        slots: usize,
+        slot: usize,
+        fd: OwnedFd,
+    ) -> io::Result<Metrics> {
+        let layout = Layout {
+            backends: backends.len(),
+            slots: slots.max(1),
+        };
+        if slot >= layout.slots {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "worker slot out of range",
+            ));
+        }
+        let shm = Arc::new(SharedCells::attach(fd, layout.total())?);
+        Ok(Metrics::view(shm, layout, slot, backends))
+    }
+
+    fn view(shm: Arc<SharedCells>, layout: Layout, slot: usize, backends: &[Backend]) -> Metrics {
         let mut labels: Vec<String> = backends.iter().map(|b| b.label.clone()).collect();
         labels.push("none".to_string());
         Metrics {
-            requests: vec![0; labels.len() * CODES],
-            failures: vec![0; backends.len()],
+            shm,
+            layout,
+            base: layout.region(slot),
             labels,
-            buckets: [0; BUCKETS.len()],
-            duration_sum: Duration::ZERO,
-            duration_count: 0,
         }
+    }
+
+    /// The descriptor workers attach to.
+    pub fn shm_fd(&self) -> RawFd {
+        self.shm.raw_fd()
+    }
+
+    /// Adds to one of this process's own cells. Each region has a single
+    /// writer, so a plain load and store (no locked instruction) suffices.
+    fn add(&self, cell: usize, n: u64) {
+        let c = &self.shm.cells()[self.base + cell];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    fn sum(&self, cell: usize) -> u64 {
+        let cells = self.shm.cells();
+        (0..self.layout.slots)
+            .map(|slot| cells[self.layout.region(slot) + cell].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn header(&self, cell: usize) -> &AtomicU64 {
+        &self.shm.cells()[cell]
     }
 
     /// One answered request: by `backend`, or by the proxy itself (`None`).
-    pub fn request(&mut self, backend: Option<BackendId>, status: u16, took: Duration) {
-        let row = backend.map_or(self.labels.len() - 1, |b| b.0);
+    pub fn request(&self, backend: Option<BackendId>, status: u16, took: Duration) {
+        let row = backend.map_or(self.layout.backends, |b| b.0);
         let code = usize::from(status).min(CODES - 1);
-        self.requests[row * CODES + code] += 1;
+        self.add(self.layout.requests(row, code), 1);
         let secs = took.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|&le| secs <= le) {
-            self.buckets[i] += 1;
+            self.add(self.layout.bucket(i), 1);
         }
-        self.duration_sum += took;
-        self.duration_count += 1;
+        self.add(self.layout.duration_sum_us(), took.as_micros() as u64);
+        self.add(self.layout.duration_count(), 1);
+    }
+
+    /// This worker's open client connections now.
+    pub fn set_connections(&self, n: usize) {
+        self.shm.cells()[self.base + self.layout.connections()].store(n as u64, Ordering::Relaxed);
     }
 
     /// A failure blamed on a backend (connect error, I/O error, timeout).
-    pub fn failure(&mut self, backend: BackendId) {
-        self.failures[backend.0] += 1;
+    pub fn failure(&self, backend: BackendId) {
+        self.add(self.layout.failures(backend.0), 1);
     }
 
-    /// The text exposition format, version 0.0.4.
-    pub fn render(&self, connections_active: usize) -> String {
+    /// The master respawned a worker.
+    pub fn worker_restarted(&self) {
+        self.header(RESTARTS).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The text exposition format, version 0.0.4, summed over all workers.
+    pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let backends = &self.labels[..self.labels.len() - 1];
+        let layout = self.layout;
+        let backends = &self.labels[..layout.backends];
         header(
             &mut out,
             "lb_requests_total",
@@ -73,7 +184,7 @@ impl Metrics {
         );
         for (row, label) in self.labels.iter().enumerate() {
             for code in 0..CODES {
-                let n = self.requests[row * CODES + code];
+                let n = self.sum(layout.requests(row, code));
                 if n > 0 {
                     let _ = writeln!(
                         out,
@@ -89,28 +200,21 @@ impl Metrics {
             "Time from a complete request head to the end of its response.",
         );
         let mut cumulative = 0;
-        for (le, n) in BUCKETS.iter().zip(self.buckets) {
-            cumulative += n;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            cumulative += self.sum(layout.bucket(i));
             let _ = writeln!(
                 out,
                 "lb_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
             );
         }
+        let count = self.sum(layout.duration_count());
+        let sum = self.sum(layout.duration_sum_us()) as f64 / 1e6;
         let _ = writeln!(
             out,
-            "lb_request_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            self.duration_count
+            "lb_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
         );
-        let _ = writeln!(
-            out,
-            "lb_request_duration_seconds_sum {}",
-            self.duration_sum.as_secs_f64()
-        );
-        let _ = writeln!(
-            out,
-            "lb_request_duration_seconds_count {}",
-            self.duration_count
-        );
+        let _ = writeln!(out, "lb_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "lb_request_duration_seconds_count {count}");
         // Health checks are not in yet: every backend counts as up.
         header(
             &mut out,
@@ -141,7 +245,8 @@ impl Metrics {
             "counter",
             "Failures blamed on the backend.",
         );
-        for (label, n) in backends.iter().zip(&self.failures) {
+        for (i, label) in backends.iter().enumerate() {
+            let n = self.sum(layout.failures(i));
             let _ = writeln!(out, "lb_backend_failures_total{{backend=\"{label}\"}} {n}");
         }
         header(
@@ -150,22 +255,32 @@ impl Metrics {
             "gauge",
             "Open client connections.",
         );
-        let _ = writeln!(out, "lb_connections_active {connections_active}");
+        let _ = writeln!(
+            out,
+            "lb_connections_active {}",
+            self.sum(layout.connections())
+        );
         header(
             &mut out,
             "lb_worker_restarts_total",
             "counter",
             "Workers respawned by the master.",
         );
-        let _ = writeln!(out, "lb_worker_restarts_total 0");
+        let restarts = self.header(RESTARTS).load(Ordering::Relaxed);
+        let _ = writeln!(out, "lb_worker_restarts_total {restarts}");
         header(
             &mut out,
             "lb_config_reloads_total",
             "counter",
             "Config reloads, by result.",
         );
-        let _ = writeln!(out, "lb_config_reloads_total{{result=\"success\"}} 0");
-        let _ = writeln!(out, "lb_config_reloads_total{{result=\"failure\"}} 0");
+        let ok = self.header(RELOADS_OK).load(Ordering::Relaxed);
+        let failed = self.header(RELOADS_FAILED).load(Ordering::Relaxed);
+        let _ = writeln!(out, "lb_config_reloads_total{{result=\"success\"}} {ok}");
+        let _ = writeln!(
+            out,
+            "lb_config_reloads_total{{result=\"failure\"}} {failed}"
+        );
         out
     }
 }
@@ -182,12 +297,13 @@ mod tests {
     #[test]
     fn renders_counts_histogram_and_gauges() {
         let backends = vec![parse_spec("127.0.0.1:9001", BackendId(0)).unwrap()];
-        let mut m = Metrics::new(&backends);
+        let m = Metrics::create(&backends, 1).unwrap();
         m.request(Some(BackendId(0)), 200, Duration::from_millis(3));
         m.request(Some(BackendId(0)), 200, Duration::from_millis(30));
         m.request(None, 400, Duration::ZERO);
         m.failure(BackendId(0));
-        let text = m.render(7);
+        m.set_connections(7);
+        let text = m.render();
         for line in [
             "lb_requests_total{backend=\"127.0.0.1:9001\",code=\"200\"} 2",
             "lb_requests_total{backend=\"none\",code=\"400\"} 1",

@@ -146,3 +146,50 @@ fn sigterm_drains_workers_and_the_master_exits_zero() {
     let status = lb.wait_exit(Duration::from_secs(10)).expect("master exits");
     assert_eq!(status.code(), Some(0));
 }
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_are_totals_for_all_workers_whichever_answers() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let lb = mp(&origin, &[]);
+    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
+        .len()
+        == 2));
+    // Fresh connections spread over both workers' sockets.
+    for _ in 0..40 {
+        assert_eq!(common::get(lb.port(), "/").status, 200);
+    }
+    let name = format!(
+        "lb_requests_total{{backend=\"{}\",code=\"200\"}}",
+        origin.addr()
+    );
+    for _ in 0..10 {
+        let text = common::get(lb.port(), "/metrics").body_str();
+        assert_eq!(metric(&text, &name), Some(40), "{text}");
+    }
+}
+
+#[test]
+fn worker_restarts_are_counted() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let lb = mp(&origin, &[]);
+    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
+        .len()
+        == 2));
+    let victim = children(lb.pid())[0];
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &victim.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(wait_until(Duration::from_secs(3), || {
+        let text = common::get(lb.port(), "/metrics").body_str();
+        metric(&text, "lb_worker_restarts_total") == Some(1)
+    }));
+}

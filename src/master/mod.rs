@@ -19,6 +19,7 @@ use nix::sys::signal::{self as nix_signal, Signal as NixSignal};
 use nix::unistd::Pid;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::signals::{Signal, Signals};
 use listeners::SlotSockets;
 
@@ -46,6 +47,8 @@ struct Slot {
 /// arguments, handed unchanged to every worker.
 pub fn run(config: &Config, args: Vec<OsString>, signals: Signals) -> Result<(), String> {
     let sockets = listeners::bind_all(config.listen, config.metrics_addr, config.workers)?;
+    let metrics = Metrics::create(&config.backends, config.workers)
+        .map_err(|e| format!("cannot create the shared metrics block: {e}"))?;
     let mut poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
     signals
         .register(poll.registry(), SIGNALS)
@@ -66,7 +69,7 @@ pub fn run(config: &Config, args: Vec<OsString>, signals: Signals) -> Result<(),
         })
         .collect();
     crate::info!("master starting {} workers", slots.len());
-    respawn_due(&mut slots, &args, now);
+    respawn_due(&mut slots, &args, &metrics, now);
     crate::info!(
         "master serving on {} with {} workers",
         config.listen,
@@ -117,7 +120,7 @@ pub fn run(config: &Config, args: Vec<OsString>, signals: Signals) -> Result<(),
                 signal_all(&slots, NixSignal::SIGKILL);
             }
             Some(_) => {}
-            None => respawn_due(&mut slots, &args, now),
+            None => respawn_due(&mut slots, &args, &metrics, now),
         }
     }
     if let Some(path) = &config.pid_file {
@@ -167,7 +170,7 @@ fn backoff(crashes: u32) -> Duration {
     }
 }
 
-fn respawn_due(slots: &mut [Slot], args: &[OsString], now: Instant) {
+fn respawn_due(slots: &mut [Slot], args: &[OsString], metrics: &Metrics, now: Instant) {
     for (i, slot) in slots.iter_mut().enumerate() {
         if slot.respawn_at.is_none_or(|at| at > now) || slot.child.is_some() {
             continue;
@@ -176,9 +179,12 @@ fn respawn_due(slots: &mut [Slot], args: &[OsString], now: Instant) {
         let Some(sockets) = slot.sockets.as_ref() else {
             continue;
         };
-        match spawn::spawn_worker(i, sockets, args) {
+        match spawn::spawn_worker(i, sockets, metrics.shm_fd(), args) {
             Ok(child) => {
                 crate::info!("worker {i} started (pid {})", child.id());
+                if slot.crashes > 0 {
+                    metrics.worker_restarted();
+                }
                 slot.child = Some(child);
                 slot.started = now;
             }

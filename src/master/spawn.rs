@@ -16,14 +16,17 @@ use super::listeners::SlotSockets;
 pub const SLOT_ENV: &str = "LB_WORKER_SLOT";
 /// Set when descriptor 4 carries the slot's `--metrics-addr` socket.
 pub const METRICS_ENV: &str = "LB_WORKER_METRICS";
-/// The descriptors a worker inherits its sockets on.
+/// The descriptors a worker inherits its sockets and the shared metrics
+/// block on.
 pub const LISTEN_FD: i32 = 3;
 pub const METRICS_FD: i32 = 4;
+pub const SHM_FD: i32 = 5;
 
 /// Spawns the worker of `slot` with the master's own arguments.
 pub fn spawn_worker(
     slot: usize,
     sockets: &SlotSockets,
+    shm: i32,
     args: &[std::ffi::OsString],
 ) -> io::Result<Child> {
     let listen = sockets.listen.as_raw_fd();
@@ -46,7 +49,9 @@ pub fn spawn_worker(
             // Out of the way first: a source could sit on a target number.
             let listen = park_fd(listen)?;
             let metrics = metrics.map(|fd| park_fd(fd)).transpose()?;
+            let shm = park_fd(shm)?;
             inherit_fd(listen, LISTEN_FD)?;
+            inherit_fd(shm, SHM_FD)?;
             if let Some(fd) = metrics {
                 inherit_fd(fd, METRICS_FD)?;
             }

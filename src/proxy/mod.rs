@@ -53,9 +53,7 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     /// The worker is stopping: connections close after their response.
     pub draining: bool,
-    pub metrics: &'a mut Metrics,
-    /// Open client connections of this worker, for `/metrics`.
-    pub connections: usize,
+    pub metrics: &'a Metrics,
 }
 
 /// Where a connection is in its life.
@@ -598,7 +596,7 @@ impl Session {
 
     /// Answers a scrape; scrapes are not counted as requests.
     fn answer_metrics(&mut self, cx: &mut Ctx<'_>) -> Step {
-        let body = cx.metrics.render(cx.connections);
+        let body = cx.metrics.render();
         let close = !self.req.keep_alive || cx.draining;
         self.outhead.clear();
         self.outhead_pos = 0;

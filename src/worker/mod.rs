@@ -63,6 +63,7 @@ impl Worker {
         config: Arc<Config>,
         listener: std::net::TcpListener,
         metrics_listener: Option<std::net::TcpListener>,
+        metrics: Metrics,
     ) -> io::Result<Worker> {
         let poll = Poll::new()?;
         let mut listener = adopt(listener)?;
@@ -80,7 +81,7 @@ impl Worker {
             signals: None,
             drain_deadline: None,
             metrics_listener,
-            metrics: Metrics::new(&backends),
+            metrics,
             sessions: Slab::with_capacity(1024),
             pool: Pool::new(backends.len(), MAX_IDLE_PER_BACKEND, POOL_IDLE),
             balancer: Balancer::new(config.strategy, &backends),
@@ -246,6 +247,7 @@ impl Worker {
                         metrics_only,
                         now,
                     ));
+                    self.metrics.set_connections(self.sessions.len());
                     self.drive(key, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -262,7 +264,6 @@ impl Worker {
 
     /// Runs a session's state machine and settles its fate.
     fn drive(&mut self, key: usize, now: Instant) {
-        let connections = self.sessions.len();
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -275,8 +276,7 @@ impl Worker {
             host_values: &self.host_values,
             config: &self.config,
             draining: self.drain_deadline.is_some(),
-            metrics: &mut self.metrics,
-            connections,
+            metrics: &self.metrics,
         };
         let verdict = session.drive(&mut cx);
         self.settle(key, verdict);
@@ -292,13 +292,13 @@ impl Worker {
             Verdict::Close => {
                 let mut session = self.sessions.remove(key);
                 let _ = self.poll.registry().deregister(session.client_mut());
+                self.metrics.set_connections(self.sessions.len());
             }
         }
     }
 
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, tk)) = self.timers.pop_due(now) {
-            let connections = self.sessions.len();
             let Some(session) = self.sessions.get_mut(tk.key) else {
                 continue;
             };
@@ -314,8 +314,7 @@ impl Worker {
                 host_values: &self.host_values,
                 config: &self.config,
                 draining: self.drain_deadline.is_some(),
-                metrics: &mut self.metrics,
-                connections,
+                metrics: &self.metrics,
             };
             if let Some(verdict) = session.on_timer(at, &mut cx) {
                 self.settle(tk.key, verdict);
@@ -338,15 +337,18 @@ fn host_value(b: &Backend) -> String {
     }
 }
 
-/// The listening socket a worker process inherited from its master on
-/// descriptor `fd`.
+/// A descriptor a worker process inherited from its master.
+pub fn inherited_fd(fd: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the master put an open descriptor at `fd` for this process
+    // before exec (`master::spawn`) and nothing else in this process owns
+    // it; each is taken exactly once, at start-up.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// The listening socket a worker process inherited on descriptor `fd`.
 pub fn inherited_listener(fd: i32) -> io::Result<std::net::TcpListener> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: the master put an open socket at `fd` for this process before
-    // exec (`master::spawn`) and nothing else in this process owns it; we
-    // take ownership exactly once, at start-up.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let socket = socket2::Socket::from(owned);
+    let socket = socket2::Socket::from(inherited_fd(fd));
     if !socket.is_listener()? {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
