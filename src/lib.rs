@@ -15,6 +15,7 @@ pub mod error;
 pub mod http1;
 pub mod master;
 pub mod metrics;
+pub mod notify;
 pub mod origin;
 pub mod pool;
 pub mod proxy;

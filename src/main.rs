@@ -101,6 +101,9 @@ fn serve(
     worker
         .handle_signals(signals)
         .map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    // Only the service's main process has NOTIFY_SOCKET (the master keeps
+    // it from its workers): in sp mode that is this worker.
+    load_balancer::notify::ready();
     worker.run().map_err(|e| format!("event loop failed: {e}"))
 }
 

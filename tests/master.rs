@@ -193,3 +193,54 @@ fn worker_restarts_are_counted() {
         metric(&text, "lb_worker_restarts_total") == Some(1)
     }));
 }
+
+#[test]
+fn systemd_hears_ready_with_the_master_pid_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let dir = std::env::temp_dir().join(format!("lb-notify-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sock_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = common::free_port().to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_load_balancer"))
+        .args([
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-w",
+            "2",
+            "-b",
+            &backend_arg(&origin),
+        ])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Killed (with its workers, through PDEATHSIG) if an assertion fails.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY datagram");
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(text, format!("READY=1\nMAINPID={}", child.0.id()));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    let n = sock.recv(&mut buf).expect("STOPPING datagram");
+    assert_eq!(&buf[..n], b"STOPPING=1", "only the master notifies");
+    let status = child.0.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

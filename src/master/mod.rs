@@ -75,6 +75,7 @@ pub fn run(config: &Config, args: Vec<OsString>, signals: Signals) -> Result<(),
         config.listen,
         slots.len()
     );
+    crate::notify::ready();
 
     let mut events = Events::with_capacity(16);
     let mut stop_deadline: Option<Instant> = None;
@@ -103,6 +104,7 @@ pub fn run(config: &Config, args: Vec<OsString>, signals: Signals) -> Result<(),
                 }
                 Signal::Stop => {
                     crate::info!("master stopping: draining workers");
+                    crate::notify::stopping();
                     stop_deadline = Some(now + STOP_LIMIT);
                     slots.iter_mut().for_each(|s| s.sockets = None);
                     signal_all(&slots, NixSignal::SIGTERM);

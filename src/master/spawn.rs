@@ -36,7 +36,9 @@ pub fn spawn_worker(
     cmd.arg0(format!("load_balancer: worker {slot}"))
         .args(args)
         .env(SLOT_ENV, slot.to_string())
-        .env_remove(METRICS_ENV);
+        .env_remove(METRICS_ENV)
+        // systemd hears from the master only.
+        .env_remove("NOTIFY_SOCKET");
     if metrics.is_some() {
         cmd.env(METRICS_ENV, "1");
     }

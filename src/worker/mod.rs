@@ -175,6 +175,8 @@ impl Worker {
             "stopping: finishing requests on {} connections",
             self.sessions.len()
         );
+        // Only the service's main process has NOTIFY_SOCKET: the sp worker.
+        crate::notify::stopping();
         self.drain_deadline = Some(now + DRAIN_LIMIT);
         for listener in [self.listener.take(), self.metrics_listener.take()]
             .iter_mut()

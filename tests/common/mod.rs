@@ -122,7 +122,11 @@ impl Lb {
                     lb.stderr_text()
                 ));
             }
-            if TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)).is_ok() {
+            // Not "the port accepts a connection": between `free_port` and
+            // the child's bind another thread's `bind(0)` may get the same
+            // port (Linux hands a just-released port out again often), and
+            // a connect would then reach that listener, not the balancer.
+            if owns_listener(lb.child.id(), port) {
                 return Ok(lb);
             }
             if Instant::now() >= deadline {
@@ -222,6 +226,57 @@ impl Drop for Lb {
     fn drop(&mut self) {
         kill_group(&mut self.child);
     }
+}
+
+/// Whether the process group led by `pid` (the balancer, and in mp mode
+/// its workers) holds the socket listening on `port`: the socket's inode,
+/// from /proc/net/tcp{,6}, is among the group's open files.
+fn owns_listener(pid: u32, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let suffix = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[1].ends_with(&suffix) && f[3] == LISTEN {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    let holds = |member: u32| {
+        std::fs::read_dir(format!("/proc/{member}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    };
+    // The leader first: in sp mode it is the only member.
+    !inodes.is_empty() && (holds(pid) || group_members(pid).into_iter().any(holds))
+}
+
+/// Live processes whose process group is `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid pgrp ...`; comm may contain spaces.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                    Some(fields.get(2)? == &pgid.to_string() && fields.first()? != &"Z")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 /// The binary under test in its own process group, so one kill reaches
@@ -510,7 +565,14 @@ impl Client {
 
     fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 64 * 1024];
-        let n = self.stream.read(&mut chunk)?;
+        // A read with SO_RCVTIMEO is not restarted after a signal handler
+        // (glibc's internal ones included): EINTR is not the peer's doing.
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
