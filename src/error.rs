@@ -61,6 +61,20 @@ impl ProxyError {
         }
     }
 
+    /// A short phrase for logs and the circuit breaker.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(r) | ProxyError::BadGateway(r) => r,
+            ProxyError::HeadTooLarge => "head too large",
+            ProxyError::MethodNotAllowed => "method not allowed",
+            ProxyError::NotFound => "not found",
+            ProxyError::HeadTimeout => "head timeout",
+            ProxyError::NoBackend => "no backend could be connected",
+            ProxyError::AllBackendsDown => "every backend is down",
+            ProxyError::GatewayTimeout => "response timeout",
+        }
+    }
+
     pub fn status(self) -> u16 {
         match self {
             ProxyError::BadRequest(_) => 400,

@@ -12,6 +12,7 @@ pub mod balance;
 pub mod buffer;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod http1;
 pub mod master;
 pub mod metrics;

@@ -56,8 +56,13 @@ impl Layout {
     fn connections(&self) -> usize {
         self.duration_count() + 1
     }
+    /// 1 while this worker considers the backend down (zero-initialised
+    /// memory thus means "up").
+    fn down(&self, backend: usize) -> usize {
+        self.connections() + 1 + backend
+    }
     fn per_slot(&self) -> usize {
-        self.connections() + 1
+        self.down(self.backends)
     }
     fn total(&self) -> usize {
         HEADER + self.slots * self.per_slot()
@@ -161,6 +166,19 @@ impl Metrics {
         self.shm.cells()[self.base + self.layout.connections()].store(n as u64, Ordering::Relaxed);
     }
 
+    /// This worker's view of a backend's health changed.
+    pub fn set_backend_up(&self, backend: BackendId, up: bool) {
+        self.shm.cells()[self.base + self.layout.down(backend.0)]
+            .store(u64::from(!up), Ordering::Relaxed);
+    }
+
+    /// A backend counts as up for the process tree while every worker
+    /// considers it up: each worker probes on its own, and one that sees a
+    /// backend fail is not overruled.
+    fn backend_up(&self, backend: usize) -> bool {
+        self.sum(self.layout.down(backend)) == 0
+    }
+
     /// A failure blamed on a backend (connect error, I/O error, timeout).
     pub fn failure(&self, backend: BackendId) {
         self.add(self.layout.failures(backend.0), 1);
@@ -215,29 +233,34 @@ impl Metrics {
         );
         let _ = writeln!(out, "lb_request_duration_seconds_sum {sum}");
         let _ = writeln!(out, "lb_request_duration_seconds_count {count}");
-        // Health checks are not in yet: every backend counts as up.
+        let up: Vec<bool> = (0..layout.backends).map(|b| self.backend_up(b)).collect();
+        let healthy = up.iter().filter(|&&u| u).count();
         header(
             &mut out,
             "lb_backends_healthy",
             "gauge",
-            "Backends currently considered up.",
+            "Backends up in every worker.",
         );
-        let _ = writeln!(out, "lb_backends_healthy {}", backends.len());
+        let _ = writeln!(out, "lb_backends_healthy {healthy}");
         header(
             &mut out,
             "lb_backends_unhealthy",
             "gauge",
-            "Backends currently considered down.",
+            "Backends down in at least one worker.",
         );
-        let _ = writeln!(out, "lb_backends_unhealthy 0");
+        let _ = writeln!(out, "lb_backends_unhealthy {}", layout.backends - healthy);
         header(
             &mut out,
             "lb_backend_up",
             "gauge",
-            "1 if the backend is considered up.",
+            "1 if every worker considers the backend up.",
         );
-        for label in backends {
-            let _ = writeln!(out, "lb_backend_up{{backend=\"{label}\"}} 1");
+        for (label, up) in backends.iter().zip(&up) {
+            let _ = writeln!(
+                out,
+                "lb_backend_up{{backend=\"{label}\"}} {}",
+                u8::from(*up)
+            );
         }
         header(
             &mut out,

@@ -187,12 +187,14 @@ impl Origin {
         &self.shared.name
     }
 
-    /// TCP connections accepted so far.
+    /// TCP connections that carried a counted request so far (see
+    /// `requests`).
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
-    /// Requests answered so far, `/health` excluded (counted as the response
+    /// Requests answered so far, `/health` and the load balancer's own
+    /// health probes (`User-Agent: load_balancer-health`) excluded (counted as the response
     /// head is written, so it is up to date once a client sees the response).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
@@ -293,7 +295,6 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>, id: u64) {
         }
         open.insert(id, registered);
     }
-    shared.connections.fetch_add(1, Ordering::Relaxed);
     let worker = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name(format!("origin-{}-conn", shared.name))
@@ -322,6 +323,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
 
 fn conn_loop(conn: &mut Conn, shared: &Shared) -> io::Result<()> {
     let mut served = 0u32;
+    let mut counted = false;
     loop {
         let req = match read_request(conn, shared)? {
             Incoming::Closed => return Ok(()),
@@ -330,6 +332,12 @@ fn conn_loop(conn: &mut Conn, shared: &Shared) -> io::Result<()> {
         };
         served = served.saturating_add(1);
         let mut x = Exchange::new(&req, shared, served);
+        // A connection counts once it carries a counted request: health
+        // probes of the balancer under test must not skew what tests count.
+        if x.counted && !counted {
+            counted = true;
+            shared.connections.fetch_add(1, Ordering::Relaxed);
+        }
         match respond(conn, shared, &req, &mut x) {
             // A malformed body read before any response: still answerable.
             Err(e) if e.kind() == io::ErrorKind::InvalidData && !x.started => {
@@ -480,6 +488,9 @@ enum BodyKind {
     Length(u64),
     Chunked,
 }
+
+/// The `User-Agent` of the load balancer's active health probes.
+const HEALTH_PROBE_AGENT: &str = "load_balancer-health";
 
 struct Request {
     method: String,
@@ -741,7 +752,8 @@ impl Exchange {
             keep_alive: wanted && under_max,
             http10: req.http10,
             head_only: req.method == "HEAD",
-            counted: route_path(&req.path) != "/health",
+            counted: route_path(&req.path) != "/health"
+                && req.header("user-agent") != Some(HEALTH_PROBE_AGENT),
             started: false,
         }
     }

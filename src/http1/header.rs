@@ -23,6 +23,7 @@ pub(crate) enum Kind {
     Via,
     Cookie,
     Expect,
+    IdempotencyKey,
 }
 
 impl Kind {
@@ -60,6 +61,7 @@ pub(crate) fn classify(name: &[u8]) -> Kind {
         14 if is("content-length") => Kind::ContentLength,
         14 if is("http2-settings") => Kind::Http2Settings,
         15 if is("x-forwarded-for") => Kind::XForwardedFor,
+        15 if is("idempotency-key") => Kind::IdempotencyKey,
         16 if is("proxy-connection") => Kind::ProxyConnection,
         17 if is("transfer-encoding") => Kind::TransferEncoding,
         17 if is("x-forwarded-proto") => Kind::XForwardedProto,

@@ -73,6 +73,8 @@ pub struct RequestHead {
     /// The value of an `Upgrade` that will be forwarded (never h2c).
     pub upgrade: Option<Span>,
     pub has_host: bool,
+    /// The client marked a non-idempotent request safe to retry.
+    pub idempotency_key: bool,
     /// The sticky cookie's backend id, if the request carries one.
     pub sticky: Option<u64>,
     fields: Vec<Field>,
@@ -128,6 +130,7 @@ impl RequestHead {
         self.expect_continue = false;
         self.upgrade = None;
         self.has_host = false;
+        self.idempotency_key = false;
         self.sticky = None;
         self.fields.clear();
         self.connection_names.clear();
@@ -181,6 +184,7 @@ impl RequestHead {
                     }
                 }
                 Kind::Upgrade => upgrade_value = Some(Span::within(buf, value)),
+                Kind::IdempotencyKey => self.idempotency_key = true,
                 Kind::Expect => {
                     self.expect_continue =
                         header::trim(value).eq_ignore_ascii_case(b"100-continue");

@@ -281,6 +281,7 @@ impl Session {
         }
         if self.resp.status == 101 {
             cx.metrics.request(Some(id), 101, cx.now - self.started);
+            cx.backend_succeeded(id);
             self.phase = Phase::Tunnel;
             return Ok(true);
         }
@@ -341,6 +342,7 @@ impl Session {
             cx.balancer.on_finish(id);
             cx.metrics
                 .request(Some(id), self.resp.status, cx.now - self.started);
+            cx.backend_succeeded(id);
         }
         self.requests += 1;
         // Drop what is left of this request in the buffer: its head and any
@@ -375,10 +377,16 @@ impl Session {
         }
     }
 
-    /// The backend connection broke mid-exchange. Before any response byte,
-    /// a request on a *reused* connection is re-sent once on a fresh one if
-    /// nothing of it was dropped (the backend likely closed the idle
-    /// connection just as we sent); otherwise 502.
+    /// The backend connection broke before a response head. A request
+    /// nothing of which was dropped is re-sent:
+    /// - once on a fresh connection to the same backend when the broken one
+    ///   was reused (the backend most likely closed it just as we sent: not
+    ///   its fault, not counted against it);
+    /// - otherwise to another backend, if the request is idempotent or
+    ///   carries an `Idempotency-Key` (the failure counts against this one).
+    ///
+    /// Anything else is answered 502. After response bytes went out, the
+    /// client connection can only be cut.
     fn upstream_failed(&mut self, cx: &mut Ctx<'_>, why: &'static str) -> Step {
         if self.response_started {
             return Err(Close);
@@ -390,19 +398,11 @@ impl Session {
         let Some(id) = self.backend else {
             return Err(Close);
         };
+        let label = &cx.backends[id.0].label;
         if reused && self.replayable && !self.retried {
             self.retried = true;
-            crate::debug!(
-                "backend {}: {why} on a reused connection; re-sending",
-                cx.backends[id.0].label
-            );
-            self.drop_upstream(cx);
-            self.uphead_pos = 0;
-            self.held = 0;
-            self.body_pending = 0;
-            self.req_body = BodyFramer::new(self.req.body());
-            self.up_done = false;
-            self.dirty = false;
+            crate::debug!("backend {label}: {why} on a reused connection; re-sending");
+            self.rewind_request(cx);
             return match cx
                 .pool
                 .connect(id, cx.backends[id.0].addr, self.key, cx.registry)
@@ -418,7 +418,27 @@ impl Session {
                 Err(_) => self.answer_error(cx, ProxyError::BadGateway(why)),
             };
         }
-        crate::warn!("backend {}: {why}", cx.backends[id.0].label);
+        let retry_safe = self.req.method().is_idempotent() || self.req.idempotency_key;
+        // Another backend needs the head rewritten, so it must be buffered.
+        if retry_safe && self.replayable && self.hold_head > 0 {
+            crate::warn!("backend {label}: {why}; trying another backend");
+            cx.backend_failed(id, why);
+            self.rewind_request(cx);
+            return self.choose_backend(cx);
+        }
+        crate::warn!("backend {label}: {why}");
         self.answer_error(cx, ProxyError::BadGateway(why))
+    }
+
+    /// Drops the broken connection and puts the request back to "nothing
+    /// sent": the head and the kept body bytes are still buffered.
+    fn rewind_request(&mut self, cx: &mut Ctx<'_>) {
+        self.drop_upstream(cx);
+        self.uphead_pos = 0;
+        self.held = 0;
+        self.body_pending = 0;
+        self.req_body = BodyFramer::new(self.req.body());
+        self.up_done = false;
+        self.dirty = false;
     }
 }

@@ -22,6 +22,7 @@ use crate::balance::{Balancer, STICKY_COOKIE};
 use crate::buffer::Buf;
 use crate::config::{Config, Strategy};
 use crate::error::{Blame, ProxyError};
+use crate::health::Health;
 use crate::http1::request::Method;
 use crate::http1::{BodyFramer, BodyKind, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
 use crate::metrics::Metrics;
@@ -54,6 +55,32 @@ pub struct Ctx<'a> {
     /// The worker is stopping: connections close after their response.
     pub draining: bool,
     pub metrics: &'a Metrics,
+    pub health: &'a mut Health,
+}
+
+impl Ctx<'_> {
+    /// A failure blamed on backend `id`: feeds its circuit breaker.
+    fn backend_failed(&mut self, id: BackendId, why: &str) {
+        self.metrics.failure(id);
+        if self
+            .health
+            .on_failure(id, why, &self.backends[id.0].label)
+            .is_some()
+        {
+            self.metrics.set_backend_up(id, self.health.is_up(id));
+        }
+    }
+
+    /// A complete exchange with backend `id`.
+    fn backend_succeeded(&mut self, id: BackendId) {
+        if self
+            .health
+            .on_success(id, &self.backends[id.0].label)
+            .is_some()
+        {
+            self.metrics.set_backend_up(id, self.health.is_up(id));
+        }
+    }
 }
 
 /// Where a connection is in its life.
@@ -440,11 +467,20 @@ impl Session {
         loop {
             let tried = &self.tries[..self.ntries];
             let pick = match self.ntries < MAX_TRIES {
-                true => cx.balancer.pick(self.pinned, |b| !tried.contains(&b)),
+                true => {
+                    let health = &*cx.health;
+                    cx.balancer
+                        .pick(self.pinned, |b| health.admits(b) && !tried.contains(&b))
+                }
                 false => None,
             };
             let Some(id) = pick else {
-                return self.answer_error(cx, ProxyError::NoBackend);
+                // Known down everywhere: 503 (panic mode tried them anyway).
+                let e = match cx.health.all_down() {
+                    true => ProxyError::AllBackendsDown,
+                    false => ProxyError::NoBackend,
+                };
+                return self.answer_error(cx, e);
             };
             self.tries[self.ntries] = id;
             self.ntries += 1;
@@ -528,7 +564,7 @@ impl Session {
     fn connect_failed(&mut self, cx: &mut Ctx<'_>, why: &str) -> Step {
         if let Some(id) = self.backend {
             crate::warn!("backend {}: {why}", cx.backends[id.0].label);
-            cx.metrics.failure(id);
+            cx.backend_failed(id, why);
         }
         self.drop_upstream(cx);
         if self.hold_head == 0 {
@@ -554,7 +590,7 @@ impl Session {
     fn answer_error(&mut self, cx: &mut Ctx<'_>, e: ProxyError) -> Step {
         let backend = self.backend;
         if let (Some(id), Blame::Backend) = (backend, e.blame()) {
-            cx.metrics.failure(id);
+            cx.backend_failed(id, e.reason());
         }
         cx.metrics
             .request(backend, e.status(), cx.now - self.started);

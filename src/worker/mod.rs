@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll};
+use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::balance::Balancer;
 use crate::config::Config;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::{Ctx, Session, Verdict};
@@ -47,6 +48,9 @@ pub struct Worker {
     /// `--metrics-addr`: connections here serve only `/metrics`.
     metrics_listener: Option<TcpListener>,
     metrics: Metrics,
+    health: Health,
+    /// Wakes the loop when the probe thread has new verdicts.
+    _waker: Arc<Waker>,
     sessions: Slab<Session>,
     pool: Pool,
     balancer: Balancer,
@@ -75,6 +79,9 @@ impl Worker {
                 .register(l, token::METRICS_LISTENER, Interest::READABLE)?;
         }
         let backends = config.backends.clone();
+        let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let mut health = Health::new(&backends, &config.health);
+        health.start_probes(&backends, Arc::clone(&waker))?;
         Ok(Worker {
             poll,
             listener: Some(listener),
@@ -82,6 +89,8 @@ impl Worker {
             drain_deadline: None,
             metrics_listener,
             metrics,
+            health,
+            _waker: waker,
             sessions: Slab::with_capacity(1024),
             pool: Pool::new(backends.len(), MAX_IDLE_PER_BACKEND, POOL_IDLE),
             balancer: Balancer::new(config.strategy, &backends),
@@ -142,13 +151,22 @@ impl Worker {
                             return Ok(());
                         }
                     }
-                    Slot::Waker => {}
+                    Slot::Waker => self.apply_probes(),
                 }
             }
             self.fire_timers(now);
             if now.duration_since(self.last_sweep) >= TICK {
                 self.pool.sweep(now, self.poll.registry());
                 self.last_sweep = now;
+            }
+        }
+    }
+
+    /// New verdicts from the probe thread.
+    fn apply_probes(&mut self) {
+        if self.health.apply_probes(&self.backends) {
+            for b in &self.backends {
+                self.metrics.set_backend_up(b.id, self.health.is_up(b.id));
             }
         }
     }
@@ -279,6 +297,7 @@ impl Worker {
             config: &self.config,
             draining: self.drain_deadline.is_some(),
             metrics: &self.metrics,
+            health: &mut self.health,
         };
         let verdict = session.drive(&mut cx);
         self.settle(key, verdict);
@@ -317,6 +336,7 @@ impl Worker {
                 config: &self.config,
                 draining: self.drain_deadline.is_some(),
                 metrics: &self.metrics,
+                health: &mut self.health,
             };
             if let Some(verdict) = session.on_timer(at, &mut cx) {
                 self.settle(tk.key, verdict);
