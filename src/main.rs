@@ -30,7 +30,13 @@ fn main() -> ExitCode {
     let result = match (slot, config.mode) {
         (Some(slot), _) => run_worker_process(config, slot),
         (None, Mode::Single) => run_single(config),
-        (None, Mode::Multi) => run_master(config, args.into_iter().skip(1).collect()),
+        (None, Mode::Multi) => {
+            let argv0 = args
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "load_balancer".into());
+            run_master(config, &argv0, args.into_iter().skip(1).collect())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,11 +44,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_master(config: Config, args: Vec<OsString>) -> Result<(), String> {
+fn run_master(config: Config, argv0: &OsString, args: Vec<OsString>) -> Result<(), String> {
     // Before any thread exists, so every thread inherits the blocked mask.
     let signals =
         Signals::install_master().map_err(|e| format!("cannot set up signal handling: {e}"))?;
-    master::run(&config, args, signals)
+    master::run(&config, argv0, args, signals)
 }
 
 fn run_single(config: Config) -> Result<(), String> {
@@ -98,8 +104,9 @@ fn serve(
 ) -> Result<(), String> {
     let mut worker = Worker::new(Arc::new(config), listener, metrics, counters)
         .map_err(|e| format!("cannot start the worker: {e}"))?;
+    let under_master = std::env::var_os(spawn::SLOT_ENV).is_some();
     worker
-        .handle_signals(signals)
+        .handle_signals(signals, under_master)
         .map_err(|e| format!("cannot set up signal handling: {e}"))?;
     // Only the service's main process has NOTIFY_SOCKET (the master keeps
     // it from its workers): in sp mode that is this worker.

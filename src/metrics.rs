@@ -61,8 +61,13 @@ impl Layout {
     fn down(&self, backend: usize) -> usize {
         self.connections() + 1 + backend
     }
-    fn per_slot(&self) -> usize {
+    /// The pid of the worker serving this slot, written once its loop runs:
+    /// how a master knows its workers serve.
+    fn ready(&self) -> usize {
         self.down(self.backends)
+    }
+    fn per_slot(&self) -> usize {
+        self.ready() + 1
     }
     fn total(&self) -> usize {
         HEADER + self.slots * self.per_slot()
@@ -164,6 +169,18 @@ impl Metrics {
     /// This worker's open client connections now.
     pub fn set_connections(&self, n: usize) {
         self.shm.cells()[self.base + self.layout.connections()].store(n as u64, Ordering::Relaxed);
+    }
+
+    /// This worker's event loop is about to serve.
+    pub fn set_ready(&self) {
+        self.shm.cells()[self.base + self.layout.ready()]
+            .store(u64::from(std::process::id()), Ordering::Relaxed);
+    }
+
+    /// Whether the worker `pid` reported serving in `slot` (master side).
+    pub fn is_ready(&self, slot: usize, pid: u32) -> bool {
+        let cell = &self.shm.cells()[self.layout.region(slot) + self.layout.ready()];
+        cell.load(Ordering::Relaxed) == u64::from(pid)
     }
 
     /// This worker's view of a backend's health changed.

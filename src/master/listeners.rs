@@ -44,6 +44,49 @@ pub fn bind_all(
         .collect()
 }
 
+/// The sockets an old master handed over, topped up with new ones if this
+/// configuration asks for more workers. Handed-over sockets are all kept,
+/// even beyond `slots`, since connections may be queued on each; a lower
+/// worker count takes effect at the next cold start.
+pub fn adopt_all(
+    mut inherited: Vec<SlotSockets>,
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+    slots: usize,
+) -> Result<Vec<SlotSockets>, String> {
+    if let Some(first) = inherited.first()
+        && first.listen.local_addr().ok() != Some(listen)
+        && listen.port() != 0
+    {
+        crate::warn!(
+            "the handed-over sockets listen on {:?}, not on {listen}: a new address needs a restart",
+            first.listen.local_addr().ok()
+        );
+    }
+    if inherited.len() > slots {
+        crate::warn!(
+            "keeping {} workers (one per handed-over socket) instead of {slots}",
+            inherited.len()
+        );
+    }
+    let addr = inherited
+        .first()
+        .and_then(|s| s.listen.local_addr().ok())
+        .unwrap_or(listen);
+    while inherited.len() < slots {
+        inherited.push(SlotSockets {
+            listen: bind_reuseport(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+            metrics: metrics
+                .map(|m| {
+                    bind_reuseport(m)
+                        .map_err(|e| format!("cannot listen on --metrics-addr {m}: {e}"))
+                })
+                .transpose()?,
+        });
+    }
+    Ok(inherited)
+}
+
 fn check_free(addr: SocketAddr) -> io::Result<()> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
     socket.set_reuse_address(true)?;

@@ -1,16 +1,19 @@
-//! The master process (mp mode, SPEC §2): binds the listening sockets,
-//! starts one worker per slot, respawns workers that die (with back-off),
-//! and stops them gracefully. It serves no requests.
+//! The master process (mp mode, SPEC §2 and §4): binds or adopts the
+//! listening sockets, starts one worker per slot, respawns workers that die
+//! (with back-off), stops them gracefully, and hands everything to a new
+//! binary on SIGUSR2. It serves no requests.
 //!
-//! Phases, logged so tests and operators can follow: starting → serving →
-//! stopping → stopped.
+//! Phases, logged so tests and operators can follow: serving → upgrading →
+//! handed over → stopped (or back to serving: a failed or rolled-back
+//! upgrade), and serving → stopping → stopped.
 
 pub mod listeners;
 pub mod spawn;
+pub mod upgrade;
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,11 @@ const STOP_LIMIT: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Longest wait before respawning a worker that keeps crashing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A new binary must be serving within this, or the upgrade is abandoned.
+const UPGRADE_LIMIT: Duration = Duration::from_secs(15);
+/// After handing over, the old master keeps its sockets this long, ready to
+/// take over again if the new master dies (automatic rollback).
+const ROLLBACK_WINDOW: Duration = Duration::from_secs(10);
 const SIGNALS: Token = Token(0);
 
 /// One worker slot: its sockets outlive any number of worker processes.
@@ -43,22 +51,77 @@ struct Slot {
     respawn_at: Option<Instant>,
 }
 
-/// Runs the master until it is stopped. `args` are the program's own
-/// arguments, handed unchanged to every worker.
-pub fn run(config: &Config, args: Vec<OsString>, signals: Signals) -> Result<(), String> {
-    let sockets = listeners::bind_all(config.listen, config.metrics_addr, config.workers)?;
-    let metrics = Metrics::create(&config.backends, config.workers)
+enum Phase {
+    Serving,
+    /// A new master is starting on our sockets.
+    Upgrading {
+        successor: Child,
+        ready: std::io::PipeReader,
+        deadline: Instant,
+    },
+    /// The new master serves; our workers drain; we keep the sockets until
+    /// `until` to roll back if it dies.
+    HandedOver {
+        successor: Child,
+        until: Instant,
+    },
+    Stopping {
+        deadline: Instant,
+    },
+}
+
+struct Master<'a> {
+    config: &'a Config,
+    args: Vec<OsString>,
+    /// Where an upgrade finds the (possibly new) binary.
+    binary: PathBuf,
+    slots: Vec<Slot>,
+    /// Workers of ours told to finish up after a handover.
+    retiring: Vec<Child>,
+    metrics: Metrics,
+    poll: Poll,
+    phase: Phase,
+    /// Set by a successor's start: the old master waiting for our workers.
+    report_ready_to: Option<std::fs::File>,
+}
+
+/// Runs the master until it is stopped or has handed over to a new binary.
+/// `args` are the program's own arguments (without argv[0]), handed
+/// unchanged to every worker and to a successor.
+pub fn run(
+    config: &Config,
+    argv0: &OsString,
+    args: Vec<OsString>,
+    signals: Signals,
+) -> Result<(), String> {
+    let (sockets, report_ready_to) = match upgrade::inherited() {
+        Some(inherited) => {
+            let inherited = inherited?;
+            let sockets = listeners::adopt_all(
+                inherited.sockets,
+                config.listen,
+                config.metrics_addr,
+                config.workers,
+            )?;
+            crate::info!(
+                "master adopted {} listening sockets from the old master",
+                sockets.len()
+            );
+            (sockets, inherited.ready)
+        }
+        None => (
+            listeners::bind_all(config.listen, config.metrics_addr, config.workers)?,
+            None,
+        ),
+    };
+    let metrics = Metrics::create(&config.backends, sockets.len())
         .map_err(|e| format!("cannot create the shared metrics block: {e}"))?;
-    let mut poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+    let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
     signals
         .register(poll.registry(), SIGNALS)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
-    if let Some(path) = &config.pid_file {
-        write_pid_file(path)
-            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
-    }
     let now = Instant::now();
-    let mut slots: Vec<Slot> = sockets
+    let slots = sockets
         .into_iter()
         .map(|sockets| Slot {
             sockets: Some(sockets),
@@ -68,100 +131,341 @@ pub fn run(config: &Config, args: Vec<OsString>, signals: Signals) -> Result<(),
             respawn_at: Some(now),
         })
         .collect();
-    crate::info!("master starting {} workers", slots.len());
-    respawn_due(&mut slots, &args, &metrics, now);
-    crate::info!(
-        "master serving on {} with {} workers",
-        config.listen,
-        slots.len()
-    );
-    crate::notify::ready();
-
-    let mut events = Events::with_capacity(16);
-    let mut stop_deadline: Option<Instant> = None;
-    loop {
-        let now = Instant::now();
-        let next = slots
-            .iter()
-            .filter_map(|s| s.respawn_at)
-            .chain(stop_deadline)
-            .min();
-        let timeout = next.map_or(Duration::from_secs(1), |at| {
-            at.saturating_duration_since(now)
-        });
-        if let Err(e) = poll.poll(&mut events, Some(timeout.min(Duration::from_secs(1)))) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(format!("event loop failed: {e}"));
-            }
-        }
-        let now = Instant::now();
-        while let Some(signal) = signals.read() {
-            match signal {
-                Signal::Child => {}
-                Signal::Stop if stop_deadline.is_some() => {
-                    crate::info!("master: second stop signal, killing workers");
-                    signal_all(&slots, NixSignal::SIGKILL);
-                }
-                Signal::Stop => {
-                    crate::info!("master stopping: draining workers");
-                    crate::notify::stopping();
-                    stop_deadline = Some(now + STOP_LIMIT);
-                    slots.iter_mut().for_each(|s| s.sockets = None);
-                    signal_all(&slots, NixSignal::SIGTERM);
-                }
-                Signal::Reload | Signal::Upgrade => {
-                    crate::warn!("master: {signal:?} signal not supported yet, ignored");
-                }
-            }
-        }
-        reap(&mut slots, stop_deadline.is_none(), now);
-        match stop_deadline {
-            Some(_) if slots.iter().all(|s| s.child.is_none()) => break,
-            Some(deadline) if now >= deadline => {
-                crate::warn!("master: workers still running after {STOP_LIMIT:?}, killing them");
-                signal_all(&slots, NixSignal::SIGKILL);
-            }
-            Some(_) => {}
-            None => respawn_due(&mut slots, &args, &metrics, now),
-        }
-    }
-    if let Some(path) = &config.pid_file {
-        let _ = std::fs::remove_file(path);
-    }
-    crate::info!("master stopped");
-    Ok(())
+    let mut master = Master {
+        config,
+        args,
+        binary: upgrade::original_path(argv0),
+        slots,
+        retiring: Vec::new(),
+        metrics,
+        poll,
+        phase: Phase::Serving,
+        report_ready_to,
+    };
+    crate::info!("master starting {} workers", master.slots.len());
+    master.respawn_due(now);
+    master.run(&signals)
 }
 
-/// Collects dead workers and schedules their respawn.
-fn reap(slots: &mut [Slot], respawn: bool, now: Instant) {
-    for (i, slot) in slots.iter_mut().enumerate() {
-        let Some(child) = slot.child.as_mut() else {
-            continue;
+impl Master<'_> {
+    fn run(&mut self, signals: &Signals) -> Result<(), String> {
+        let mut events = Events::with_capacity(16);
+        let mut announced = false;
+        loop {
+            // While workers come up or a successor does, poll often to
+            // notice it (both report through memory or a pipe we check).
+            let waiting = !announced || matches!(self.phase, Phase::Upgrading { .. });
+            let tick = if waiting {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_secs(1)
+            };
+            let now = Instant::now();
+            let timeout = self
+                .next_deadline()
+                .map_or(tick, |at| at.saturating_duration_since(now))
+                .min(tick);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                return Err(format!("event loop failed: {e}"));
+            }
+            let now = Instant::now();
+            while let Some(signal) = signals.read() {
+                self.on_signal(signal, now);
+            }
+            if !announced && self.all_ready() {
+                announced = true;
+                self.announce_serving()?;
+            }
+            self.reap(now);
+            if let Some(done) = self.advance(now) {
+                return done;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let phase = match &self.phase {
+            Phase::Serving => None,
+            Phase::Upgrading { deadline, .. } | Phase::Stopping { deadline } => Some(*deadline),
+            Phase::HandedOver { until, .. } => Some(*until),
         };
-        let status = match child.try_wait() {
-            Ok(Some(status)) => status,
-            Ok(None) => continue,
-            Err(e) => {
-                crate::error!("master: cannot wait for worker {i}: {e}");
+        self.slots
+            .iter()
+            .filter_map(|s| s.respawn_at)
+            .chain(phase)
+            .min()
+    }
+
+    /// Every slot has a live worker that reported serving.
+    fn all_ready(&self) -> bool {
+        self.slots.iter().enumerate().all(|(i, s)| {
+            s.child
+                .as_ref()
+                .is_some_and(|c| self.metrics.is_ready(i, c.id()))
+        })
+    }
+
+    fn announce_serving(&mut self) -> Result<(), String> {
+        crate::info!(
+            "master serving on {} with {} workers",
+            self.config.listen,
+            self.slots.len()
+        );
+        if let Some(path) = &self.config.pid_file {
+            write_pid_file(path)
+                .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+        }
+        if let Some(mut old) = self.report_ready_to.take() {
+            upgrade::report_ready(&mut old);
+        }
+        crate::notify::ready();
+        Ok(())
+    }
+
+    fn on_signal(&mut self, signal: Signal, now: Instant) {
+        match (signal, &self.phase) {
+            (Signal::Child, _) => {}
+            (Signal::Stop, Phase::Stopping { .. }) => {
+                crate::info!("master: second stop signal, killing workers");
+                self.signal_workers(NixSignal::SIGKILL);
+            }
+            (Signal::Stop, _) => {
+                crate::info!("master stopping: draining workers");
+                crate::notify::stopping();
+                if let Phase::Upgrading { successor, .. } = &mut self.phase {
+                    let _ = successor.kill();
+                    let _ = successor.wait();
+                }
+                self.slots.iter_mut().for_each(|s| s.sockets = None);
+                self.signal_workers(NixSignal::SIGTERM);
+                self.phase = Phase::Stopping {
+                    deadline: now + STOP_LIMIT,
+                };
+            }
+            (Signal::Upgrade, Phase::Serving) => self.start_upgrade(now),
+            (Signal::Upgrade, _) => {
+                crate::warn!("master: upgrade signal ignored: an upgrade or stop is under way")
+            }
+            (Signal::Reload, _) => {
+                crate::warn!("master: SIGHUP ignored: config reload is not supported yet")
+            }
+        }
+    }
+
+    fn start_upgrade(&mut self, now: Instant) {
+        let sockets: Vec<&SlotSockets> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.sockets.as_ref())
+            .collect();
+        crate::info!("master upgrading: starting {}", self.binary.display());
+        match upgrade::spawn_successor(&self.binary, &self.args, &sockets) {
+            Ok((successor, ready)) => {
+                self.phase = Phase::Upgrading {
+                    successor,
+                    ready,
+                    deadline: now + UPGRADE_LIMIT,
+                };
+            }
+            Err(e) => crate::error!(
+                "upgrade failed: cannot start {}: {e}; still serving",
+                self.binary.display()
+            ),
+        }
+    }
+
+    /// Moves the upgrade and stop phases on; `Some` ends the master.
+    fn advance(&mut self, now: Instant) -> Option<Result<(), String>> {
+        match std::mem::replace(&mut self.phase, Phase::Serving) {
+            Phase::Serving => self.respawn_due(now),
+            Phase::Upgrading {
+                mut successor,
+                mut ready,
+                deadline,
+            } => {
+                let mut byte = [0u8; 1];
+                // Readable: one byte (ready), or end of file (it died).
+                let verdict = match successor.try_wait() {
+                    Ok(Some(status)) => Some(Err(format!("the new master exited: {status}"))),
+                    _ if now >= deadline => Some(Err(format!(
+                        "the new master was not serving after {UPGRADE_LIMIT:?}"
+                    ))),
+                    _ => match nonblocking_read(&mut ready, &mut byte) {
+                        Some(1) => Some(Ok(())),
+                        Some(0) => {
+                            Some(Err("the new master closed its readiness pipe".to_string()))
+                        }
+                        _ => None,
+                    },
+                };
+                match verdict {
+                    None => {
+                        self.phase = Phase::Upgrading {
+                            successor,
+                            ready,
+                            deadline,
+                        }
+                    }
+                    Some(Ok(())) => {
+                        crate::info!(
+                            "upgrade: new master {} is serving; old workers finish up",
+                            successor.id()
+                        );
+                        self.hand_over(now);
+                        self.phase = Phase::HandedOver {
+                            successor,
+                            until: now + ROLLBACK_WINDOW,
+                        };
+                    }
+                    Some(Err(why)) => {
+                        let _ = successor.kill();
+                        let _ = successor.wait();
+                        crate::error!("upgrade failed: {why}; still serving");
+                    }
+                }
+                if !matches!(self.phase, Phase::Upgrading { .. }) {
+                    self.respawn_due(now);
+                }
+            }
+            Phase::HandedOver {
+                mut successor,
+                until,
+            } => {
+                if let Ok(Some(status)) = successor.try_wait() {
+                    crate::error!(
+                        "upgrade rolled back: the new master died ({status}); serving again"
+                    );
+                    let now_all = Some(now);
+                    self.slots.iter_mut().for_each(|s| s.respawn_at = now_all);
+                    self.respawn_due(now);
+                    return None;
+                }
+                if now >= until && self.retiring.is_empty() {
+                    crate::info!("master handed over to {} and exits", successor.id());
+                    return Some(Ok(()));
+                }
+                self.phase = Phase::HandedOver { successor, until };
+            }
+            Phase::Stopping { deadline } => {
+                if self.slots.iter().all(|s| s.child.is_none()) && self.retiring.is_empty() {
+                    if let Some(path) = &self.config.pid_file {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    crate::info!("master stopped");
+                    return Some(Ok(()));
+                }
+                if now >= deadline {
+                    crate::warn!(
+                        "master: workers still running after {STOP_LIMIT:?}, killing them"
+                    );
+                    self.signal_workers(NixSignal::SIGKILL);
+                }
+                self.phase = Phase::Stopping { deadline };
+            }
+        }
+        None
+    }
+
+    /// Our workers stop accepting and finish what they have; the sockets
+    /// stay open here (for a rollback) and in the new master's workers.
+    fn hand_over(&mut self, now: Instant) {
+        for slot in &mut self.slots {
+            slot.respawn_at = None;
+            if let Some(child) = slot.child.take() {
+                // SIGUSR2 to a worker: retire without cutting idle
+                // keep-alive connections (see worker::begin_drain).
+                let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), NixSignal::SIGUSR2);
+                self.retiring.push(child);
+            }
+            slot.started = now;
+        }
+    }
+
+    /// Collects dead workers and schedules their respawn.
+    fn reap(&mut self, now: Instant) {
+        self.retiring
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        let respawn = matches!(self.phase, Phase::Serving | Phase::Upgrading { .. });
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(child) = slot.child.as_mut() else {
+                continue;
+            };
+            let status = match child.try_wait() {
+                Ok(Some(status)) => status,
+                Ok(None) => continue,
+                Err(e) => {
+                    crate::error!("master: cannot wait for worker {i}: {e}");
+                    continue;
+                }
+            };
+            let pid = child.id();
+            slot.child = None;
+            if !respawn {
+                crate::info!("worker {i} (pid {pid}) exited: {status}");
                 continue;
             }
-        };
-        let pid = child.id();
-        slot.child = None;
-        if !respawn {
-            crate::info!("worker {i} (pid {pid}) exited: {status}");
-            continue;
+            let lived = now.duration_since(slot.started);
+            slot.crashes = if lived >= STABLE_AFTER {
+                1
+            } else {
+                slot.crashes + 1
+            };
+            let delay = backoff(slot.crashes);
+            crate::warn!("worker {i} (pid {pid}) died: {status}; respawning in {delay:?}");
+            slot.respawn_at = Some(now + delay);
         }
-        let lived = now.duration_since(slot.started);
-        slot.crashes = if lived >= STABLE_AFTER {
-            1
-        } else {
-            slot.crashes + 1
-        };
-        let delay = backoff(slot.crashes);
-        crate::warn!("worker {i} (pid {pid}) died: {status}; respawning in {delay:?}");
-        slot.respawn_at = Some(now + delay);
     }
+
+    fn respawn_due(&mut self, now: Instant) {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.respawn_at.is_none_or(|at| at > now) || slot.child.is_some() {
+                continue;
+            }
+            slot.respawn_at = None;
+            let Some(sockets) = slot.sockets.as_ref() else {
+                continue;
+            };
+            match spawn::spawn_worker(i, sockets, self.metrics.shm_fd(), &self.args) {
+                Ok(child) => {
+                    crate::info!("worker {i} started (pid {})", child.id());
+                    if slot.crashes > 0 {
+                        self.metrics.worker_restarted();
+                    }
+                    slot.child = Some(child);
+                    slot.started = now;
+                }
+                Err(e) => {
+                    slot.crashes += 1;
+                    let delay = backoff(slot.crashes).max(Duration::from_millis(250));
+                    crate::error!("master: cannot start worker {i}: {e}; retrying in {delay:?}");
+                    slot.respawn_at = Some(now + delay);
+                }
+            }
+        }
+    }
+
+    fn signal_workers(&self, signal: NixSignal) {
+        let children = self
+            .slots
+            .iter()
+            .filter_map(|s| s.child.as_ref())
+            .chain(&self.retiring);
+        for child in children {
+            let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), signal);
+        }
+    }
+}
+
+/// Reads without blocking: `None` if nothing is there yet.
+fn nonblocking_read(pipe: &mut std::io::PipeReader, buf: &mut [u8]) -> Option<usize> {
+    use std::os::fd::AsFd;
+    let fd = pipe.as_fd();
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).ok()?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
+    pipe.read(buf).ok()
 }
 
 /// First respawn at once, then 250 ms doubling up to [`MAX_BACKOFF`].
@@ -172,44 +476,10 @@ fn backoff(crashes: u32) -> Duration {
     }
 }
 
-fn respawn_due(slots: &mut [Slot], args: &[OsString], metrics: &Metrics, now: Instant) {
-    for (i, slot) in slots.iter_mut().enumerate() {
-        if slot.respawn_at.is_none_or(|at| at > now) || slot.child.is_some() {
-            continue;
-        }
-        slot.respawn_at = None;
-        let Some(sockets) = slot.sockets.as_ref() else {
-            continue;
-        };
-        match spawn::spawn_worker(i, sockets, metrics.shm_fd(), args) {
-            Ok(child) => {
-                crate::info!("worker {i} started (pid {})", child.id());
-                if slot.crashes > 0 {
-                    metrics.worker_restarted();
-                }
-                slot.child = Some(child);
-                slot.started = now;
-            }
-            Err(e) => {
-                slot.crashes += 1;
-                let delay = backoff(slot.crashes).max(Duration::from_millis(250));
-                crate::error!("master: cannot start worker {i}: {e}; retrying in {delay:?}");
-                slot.respawn_at = Some(now + delay);
-            }
-        }
-    }
-}
-
-fn signal_all(slots: &[Slot], signal: NixSignal) {
-    for child in slots.iter().filter_map(|s| s.child.as_ref()) {
-        let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), signal);
-    }
-}
-
 /// Written to a temporary file and renamed, so a reader never sees half a
-/// pid.
+/// pid, and after an upgrade the file names the serving master.
 fn write_pid_file(path: &Path) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let mut file = std::fs::File::create(&tmp)?;
     writeln!(file, "{}", std::process::id())?;
     file.sync_all()?;

@@ -39,6 +39,9 @@ pub fn spawn_worker(
         .env_remove(METRICS_ENV)
         // systemd hears from the master only.
         .env_remove("NOTIFY_SOCKET");
+    for var in super::upgrade::HANDOVER_ENV {
+        cmd.env_remove(var);
+    }
     if metrics.is_some() {
         cmd.env(METRICS_ENV, "1");
     }

@@ -35,6 +35,9 @@ const MAX_IDLE_PER_BACKEND: usize = 128;
 const POOL_IDLE: Duration = Duration::from_secs(30);
 /// A graceful stop waits this long for requests in flight (SPEC §4).
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// After an upgrade, idle keep-alive connections of a retiring worker stay
+/// open this long, so clients are not cut mid-thought.
+const UPGRADE_IDLE_GRACE: Duration = Duration::from_secs(10);
 /// The longest poll sleep, so the pool sweep runs even when all is quiet.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -45,6 +48,9 @@ pub struct Worker {
     signals: Option<Signals>,
     /// Set by a stop signal: when in-flight requests must be done by.
     drain_deadline: Option<Instant>,
+    /// Retiring after an upgrade: when idle keep-alive connections close.
+    idle_close_at: Option<Instant>,
+    under_master: bool,
     /// `--metrics-addr`: connections here serve only `/metrics`.
     metrics_listener: Option<TcpListener>,
     metrics: Metrics,
@@ -87,6 +93,8 @@ impl Worker {
             listener: Some(listener),
             signals: None,
             drain_deadline: None,
+            idle_close_at: None,
+            under_master: false,
             metrics_listener,
             metrics,
             health,
@@ -105,9 +113,11 @@ impl Worker {
 
     /// Lets SIGTERM/SIGINT stop the worker gracefully (sp mode, where the
     /// worker is the whole process).
-    pub fn handle_signals(&mut self, signals: Signals) -> io::Result<()> {
+    /// `under_master`: this is an mp worker, which SIGUSR2 retires.
+    pub fn handle_signals(&mut self, signals: Signals, under_master: bool) -> io::Result<()> {
         signals.register(self.poll.registry(), token::SIGNALS)?;
         self.signals = Some(signals);
+        self.under_master = under_master;
         Ok(())
     }
 
@@ -115,9 +125,13 @@ impl Worker {
     /// error.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        self.metrics.set_ready();
         loop {
             if let Some(deadline) = self.drain_deadline {
                 let now = Instant::now();
+                if self.idle_close_at.is_some_and(|at| now >= at) {
+                    self.close_idle();
+                }
                 if self.sessions.is_empty() || now >= deadline {
                     crate::info!("stopped ({} connections cut)", self.sessions.len());
                     return Ok(());
@@ -175,22 +189,41 @@ impl Worker {
     fn on_signals(&mut self, now: Instant) -> bool {
         while let Some(signal) = self.signals.as_ref().and_then(Signals::read) {
             match signal {
+                // Retiring after an upgrade, then told to stop: a plain
+                // drain from here (idle connections go now).
+                Signal::Stop if self.idle_close_at.is_some() => self.close_idle(),
                 // A second stop signal means stop now (SPEC §4).
                 Signal::Stop if self.drain_deadline.is_some() => return true,
-                Signal::Stop => self.begin_drain(now),
-                Signal::Reload | Signal::Upgrade | Signal::Child => {
-                    crate::warn!("{signal:?} signal ignored: not handled by a worker yet");
+                Signal::Stop => self.begin_drain(now, None),
+                // From our master, after a new master took over the sockets.
+                Signal::Upgrade if self.under_master && self.drain_deadline.is_none() => {
+                    self.begin_drain(now, Some(UPGRADE_IDLE_GRACE));
                 }
+                Signal::Upgrade if !self.under_master => {
+                    crate::warn!("SIGUSR2 ignored: binary upgrade needs mp mode (a master)");
+                }
+                Signal::Reload => {
+                    crate::warn!("SIGHUP ignored: config reload is not supported yet")
+                }
+                Signal::Upgrade | Signal::Child => {}
             }
         }
         false
     }
 
-    /// Graceful stop: refuse new connections, close idle ones, let requests
-    /// in flight finish (each connection closes after its response).
-    fn begin_drain(&mut self, now: Instant) {
+    /// Stops accepting and lets requests in flight finish, each connection
+    /// closing after its response. Idle keep-alive connections close at
+    /// once, or, when retiring after an upgrade, only once `idle_grace` has
+    /// passed: until then a client's next request on one is still answered
+    /// (with `Connection: close`), so no client ever has to re-send.
+    fn begin_drain(&mut self, now: Instant, idle_grace: Option<Duration>) {
         crate::info!(
-            "stopping: finishing requests on {} connections",
+            "{}: finishing requests on {} connections",
+            if idle_grace.is_some() {
+                "retiring"
+            } else {
+                "stopping"
+            },
             self.sessions.len()
         );
         // Only the service's main process has NOTIFY_SOCKET: the sp worker.
@@ -202,6 +235,14 @@ impl Worker {
         {
             let _ = self.poll.registry().deregister(listener);
         }
+        match idle_grace {
+            Some(grace) => self.idle_close_at = Some(now + grace),
+            None => self.close_idle(),
+        }
+    }
+
+    fn close_idle(&mut self) {
+        self.idle_close_at = None;
         let idle: Vec<usize> = self
             .sessions
             .iter()

@@ -7,6 +7,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -78,12 +79,17 @@ impl Lb {
     /// port accepts connections. Panics with the captured stderr if the
     /// process exits or never listens.
     pub fn start(args: &[&str]) -> Lb {
+        Lb::start_binary(Path::new(env!("CARGO_BIN_EXE_load_balancer")), args)
+    }
+
+    /// As `start`, running `binary` (e.g. a copy an upgrade test replaces).
+    pub fn start_binary(binary: &Path, args: &[&str]) -> Lb {
         let mut last_log = String::new();
         // free_port can race with another test; a port taken in between is
         // retried, any other failure is the test's business.
         for _ in 0..3 {
             let port = free_port();
-            match Lb::spawn(port, args) {
+            match Lb::spawn(binary, port, args) {
                 Ok(lb) => return lb,
                 Err(log) if log.contains("in use") => last_log = log,
                 Err(log) => panic!("load balancer {args:?} failed to start:\n{log}"),
@@ -92,14 +98,14 @@ impl Lb {
         panic!("load balancer {args:?} found no free port:\n{last_log}");
     }
 
-    fn spawn(port: u16, args: &[&str]) -> Result<Lb, String> {
+    fn spawn(binary: &Path, port: u16, args: &[&str]) -> Result<Lb, String> {
         let port_text = port.to_string();
         let mut full = vec!["-H", "127.0.0.1", "-p", port_text.as_str()];
         if !args.iter().any(|a| a.starts_with("--mode")) {
             full.extend(["--mode", "sp"]);
         }
         full.extend_from_slice(args);
-        let mut child = lb_command(&full)
+        let mut child = lb_command(binary, &full)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -281,8 +287,8 @@ fn group_members(pgid: u32) -> Vec<u32> {
 
 /// The binary under test in its own process group, so one kill reaches
 /// the workers of a multi-process run too.
-fn lb_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_load_balancer"));
+fn lb_command(binary: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
     command.args(args).stdin(Stdio::null()).process_group(0);
     command
 }
@@ -320,7 +326,7 @@ fn collect_lines(pipe: ChildStderr, sink: Arc<Mutex<Vec<String>>>) -> JoinHandle
 /// Runs the binary with exactly `args` and waits for it to exit; kills it
 /// (exit code `None`) if it is still running after `timeout`. For CLI tests.
 pub fn run_lb(args: &[&str], timeout: Duration) -> (Option<i32>, String, String) {
-    let mut child = lb_command(args)
+    let mut child = lb_command(Path::new(env!("CARGO_BIN_EXE_load_balancer")), args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,0 +1,227 @@
+//! Zero-downtime binary upgrade on SIGUSR2 (SPEC §4, issue 5).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use common::{Client, Lb, backend_arg, get, wait_until};
+use load_balancer::origin::{Origin, OriginConfig};
+
+/// A private copy of the binary, which a test may replace.
+struct BinaryCopy {
+    dir: PathBuf,
+}
+
+impl BinaryCopy {
+    fn new(tag: &str) -> BinaryCopy {
+        let dir = std::env::temp_dir().join(format!("lb-upgrade-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let copy = BinaryCopy { dir };
+        copy.replace_with(Path::new(env!("CARGO_BIN_EXE_load_balancer")));
+        copy
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("load_balancer")
+    }
+
+    /// Puts `source` at the binary's path the way package managers do:
+    /// write a new file, rename it over the old one.
+    fn replace_with(&self, source: &Path) {
+        let tmp = self.dir.join("load_balancer.new");
+        std::fs::copy(source, &tmp).expect("copy binary");
+        std::fs::rename(&tmp, self.path()).expect("rename binary");
+    }
+
+    fn replace_with_script(&self, script: &str) {
+        let tmp = self.dir.join("load_balancer.new");
+        let mut f = std::fs::File::create(&tmp).expect("script");
+        f.write_all(script.as_bytes()).expect("write script");
+        drop(f);
+        let _ = std::process::Command::new("chmod")
+            .args(["+x", tmp.to_str().unwrap()])
+            .status();
+        std::fs::rename(&tmp, self.path()).expect("rename script");
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("lb.pid")
+    }
+}
+
+impl Drop for BinaryCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The inode of the socket listening on 127.0.0.1:`port`.
+fn listen_inode(port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].to_string())
+    })
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    ok: u32,
+    failed: u32,
+    /// A keep-alive request that met a closed connection and had to be sent
+    /// again: the proxy must never cause one.
+    resent: u32,
+}
+
+/// Sends requests until `stop`, on fresh connections or on one keep-alive
+/// connection (reopened only after a `Connection: close` answer).
+fn client_loop(port: u16, keep_alive: bool, stop: Arc<AtomicBool>) -> Tally {
+    let mut tally = Tally::default();
+    let mut conn: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if !keep_alive || conn.is_none() {
+            match Client::try_connect(port) {
+                Ok(c) => conn = Some(c),
+                Err(_) => {
+                    tally.failed += 1;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected");
+        match c.try_request("GET", "/", &[], b"") {
+            Ok(r) if r.status == 200 => {
+                tally.ok += 1;
+                if r.header("Connection") == Some("close") {
+                    conn = None;
+                }
+            }
+            Ok(_) => tally.failed += 1,
+            Err(_) if keep_alive => {
+                tally.resent += 1;
+                conn = None;
+            }
+            Err(_) => tally.failed += 1,
+        }
+    }
+    tally
+}
+
+fn upgrade_under_load(replace_binary: bool) {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let copy = BinaryCopy::new(if replace_binary { "replaced" } else { "same" });
+    let pid_file = copy.pid_file();
+    let mut lb = Lb::start_binary(
+        &copy.path(),
+        &[
+            "--mode",
+            "mp",
+            "-w",
+            "2",
+            "-b",
+            &backend_arg(&origin),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    );
+    let port = lb.port();
+    assert!(wait_until(Duration::from_secs(5), || read_pid(&pid_file)
+        == Some(lb.pid())));
+    let inode = listen_inode(port).expect("listening socket");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = [false, true, true]
+        .into_iter()
+        .map(|keep_alive| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || client_loop(port, keep_alive, stop))
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || origin.requests() > 100));
+
+    if replace_binary {
+        copy.replace_with(Path::new(env!("CARGO_BIN_EXE_load_balancer")));
+    }
+    let old = lb.pid();
+    lb.signal("USR2");
+    assert!(
+        wait_until(Duration::from_secs(10), || read_pid(&pid_file)
+            .is_some_and(|p| p != old)),
+        "the pid file names the new master"
+    );
+    let new = read_pid(&pid_file).expect("new pid");
+    assert!(lb.wait_for_log("upgrade: new master", Duration::from_secs(5)));
+    // The old master leaves after its rollback window.
+    let status = lb
+        .wait_exit(Duration::from_secs(30))
+        .expect("old master exits");
+    assert_eq!(status.code(), Some(0));
+    let served = origin.requests();
+    assert!(wait_until(Duration::from_secs(5), || origin.requests() > served + 100));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let tally = client.join().expect("client");
+        assert_eq!((tally.failed, tally.resent), (0, 0), "{tally:?}");
+        assert!(tally.ok > 0);
+    }
+    assert_eq!(
+        listen_inode(port),
+        Some(inode),
+        "the same socket, handed over, never re-bound"
+    );
+    assert_eq!(get(port, "/").status, 200, "the new master {new} serves");
+}
+
+#[test]
+fn sigusr2_upgrades_without_a_failed_request() {
+    upgrade_under_load(false);
+}
+
+#[test]
+fn sigusr2_runs_the_replaced_binary_without_a_failed_request() {
+    upgrade_under_load(true);
+}
+
+#[test]
+fn a_new_binary_that_fails_leaves_the_old_one_serving() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let copy = BinaryCopy::new("broken");
+    let pid_file = copy.pid_file();
+    let lb = Lb::start_binary(
+        &copy.path(),
+        &[
+            "--mode",
+            "mp",
+            "-w",
+            "2",
+            "-b",
+            &backend_arg(&origin),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(5), || read_pid(&pid_file)
+        == Some(lb.pid())));
+    copy.replace_with_script("#!/bin/sh\nexit 1\n");
+    lb.signal("USR2");
+    assert!(
+        lb.wait_for_log("upgrade failed", Duration::from_secs(10)),
+        "{:?}",
+        lb.stderr_lines()
+    );
+    assert_eq!(read_pid(&pid_file), Some(lb.pid()));
+    for _ in 0..20 {
+        assert_eq!(get(lb.port(), "/").status, 200);
+    }
+}
