@@ -419,7 +419,14 @@ impl Conn {
         if self.end == self.buf.len() {
             return Err(invalid("read buffer full"));
         }
-        let n = self.stream.read(&mut self.buf[self.end..])?;
+        // A read with a timeout is not restarted after a signal or a
+        // stop/continue of the (test) process: EINTR is no peer error.
+        let n = loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         self.end += n;
         Ok(n)
     }
