@@ -292,6 +292,24 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     }
 }
 
+impl Backend {
+    /// The `Host` this backend gets when its own name is sent (TLS backends,
+    /// `host_header: backend`, health probes, HTTP/1.0 requests without
+    /// one): the port is left out when it is the scheme's default, as
+    /// browsers do.
+    pub fn host_value(&self) -> String {
+        let default_port = if self.tls { 443 } else { 80 };
+        let host = match self.host.contains(':') {
+            true => format!("[{}]", self.host),
+            false => self.host.clone(),
+        };
+        match self.port == default_port {
+            true => host,
+            false => format!("{host}:{}", self.port),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

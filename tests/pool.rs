@@ -5,7 +5,6 @@
 //! re-sent once on a fresh one.
 
 mod common;
-mod support;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{Client, backend_arg};
+use common::{Client, Lb, backend_arg};
 use load_balancer::origin::{Origin, OriginConfig};
-use support::start_lb;
 
 fn origin(cfg: OriginConfig) -> Origin {
     Origin::start(cfg).expect("origin starts")
@@ -25,7 +23,7 @@ fn origin(cfg: OriginConfig) -> Origin {
 #[test]
 fn sequential_clients_share_one_backend_connection_whatever_the_framing() {
     let o = origin(OriginConfig::new("a"));
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut expected_requests = 0;
     for round in 0..3 {
         let mut c = lb.client();
@@ -62,7 +60,7 @@ fn sequential_clients_share_one_backend_connection_whatever_the_framing() {
 #[test]
 fn concurrent_clients_open_what_they_need_then_reuse_it() {
     let o = origin(OriginConfig::new("a"));
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let port = lb.port();
     let workers: Vec<_> = (0..4)
         .map(|_| {
@@ -98,7 +96,7 @@ fn backend_that_closes_its_idle_connection_after_one_second_is_not_a_502() {
         keep_alive_timeout: Some(1),
         ..OriginConfig::new("k")
     });
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = lb.client();
     assert_eq!(c.request("GET", "/", &[], b"").status, 200);
     thread::sleep(Duration::from_millis(1500));
@@ -119,7 +117,7 @@ fn idle_connection_is_retired_a_second_before_the_announced_timeout() {
         keep_alive_timeout: Some(3),
         ..OriginConfig::new("k")
     });
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = lb.client();
     assert_eq!(c.request("GET", "/", &[], b"").status, 200);
     thread::sleep(Duration::from_millis(500));
@@ -141,7 +139,7 @@ fn keep_alive_max_one_closes_every_backend_connection_without_errors() {
         keep_alive_max: Some(1),
         ..OriginConfig::new("m")
     });
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = lb.client();
     for i in 0..30 {
         let r = if i % 2 == 0 {
@@ -170,7 +168,7 @@ fn keep_alive_max_three_uses_each_connection_three_times() {
         keep_alive_max: Some(3),
         ..OriginConfig::new("m")
     });
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     for _ in 0..5 {
         let mut c = lb.client();
         for _ in 0..6 {
@@ -191,8 +189,8 @@ const PROBE_PATH: &str = "/health";
 const PROBE_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// A balancer in front of a raw backend, probing it on [`PROBE_PATH`].
-fn lb_for(backend: &RawBackend) -> common::Lb {
-    start_lb(&["--health-path", PROBE_PATH, "-b", &backend.addr.to_string()])
+fn lb_for(backend: &RawBackend) -> Lb {
+    Lb::start(&["--health-path", PROBE_PATH, "-b", &backend.addr.to_string()])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 //! "Strategies"): which origin answers is read from its `X-Origin` header.
 
 mod common;
-mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -12,9 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Response, backend_arg, get, wait_until};
+use common::{Client, Lb, Response, backend_arg, get, wait_until};
 use load_balancer::origin::{Origin, OriginConfig};
-use support::start_lb;
 
 fn origins(names: &[&str]) -> Vec<Origin> {
     names
@@ -37,9 +35,9 @@ fn lb_args(strategy: &str, origins: &[&Origin], suffixes: &[&str]) -> Vec<String
     args
 }
 
-fn start(args: &[String]) -> common::Lb {
+fn start(args: &[String]) -> Lb {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    start_lb(&args)
+    Lb::start(&args)
 }
 
 fn origin_of(r: &Response) -> String {
@@ -81,7 +79,7 @@ fn round_robin_rotates_strictly_over_three_backends() {
 #[test]
 fn round_robin_is_the_default() {
     let o = origins(&["a", "b"]);
-    let lb = start_lb(&["-b", &backend_arg(&o[0]), "-b", &backend_arg(&o[1])]);
+    let lb = Lb::start(&["-b", &backend_arg(&o[0]), "-b", &backend_arg(&o[1])]);
     let names: Vec<String> = (0..10).map(|_| origin_of(&get(lb.port(), "/"))).collect();
     for pair in names.windows(2) {
         assert_ne!(pair[0], pair[1], "{names:?}");
@@ -304,7 +302,7 @@ fn garbage_backend() -> (std::net::SocketAddr, Arc<AtomicBool>) {
 fn least_conn_forgets_exchanges_that_ended_in_502() {
     let o = origins(&["a"]);
     let (bad, stop) = garbage_backend();
-    let lb = start_lb(&[
+    let lb = Lb::start(&[
         "--health-path",
         PROBE_PATH,
         "-s",

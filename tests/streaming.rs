@@ -4,7 +4,6 @@
 //! stop reading from the backend (backpressure), not buffer the response.
 
 mod common;
-mod support;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::{Lb, backend_arg};
 use load_balancer::origin::{Origin, OriginConfig};
-use support::start_lb;
 
 const MB: u64 = 1024 * 1024;
 const BIG: u64 = 100 * MB;
@@ -95,7 +93,7 @@ impl RssWatch {
 /// baseline includes its first allocations.
 fn setup(name: &str) -> (Origin, Lb, u64) {
     let origin = Origin::start(OriginConfig::new(name)).expect("origin");
-    let lb = start_lb(&["-b", &backend_arg(&origin)]);
+    let lb = Lb::start(&["-b", &backend_arg(&origin)]);
     let mut warm = lb.client();
     assert_eq!(warm.request("GET", "/bytes/100000", &[], b"").status, 200);
     drop(warm);
@@ -504,7 +502,7 @@ fn stalled_backend_applies_backpressure_to_the_upload() {
     // not read yet must be held back by the proxy, not buffered by it.
     const SIZE: u64 = 64 * MB;
     let (addr, backend) = stalling_backend(Duration::from_secs(2));
-    let lb = start_lb(&["--health-path", PROBE_PATH, "-b", &addr.to_string()]);
+    let lb = Lb::start(&["--health-path", PROBE_PATH, "-b", &addr.to_string()]);
     let baseline = lb.rss_kb();
     let watch = RssWatch::start(lb.pid());
     let mut client = lb.client();

@@ -3,15 +3,13 @@
 //! and `Upgrade: h2c` never forwarded.
 
 mod common;
-mod support;
 
 use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
-use common::{Client, WS_ACCEPT, backend_arg, ws_client_frame, ws_read_frame, ws_upgrade};
+use common::{Client, Lb, WS_ACCEPT, backend_arg, ws_client_frame, ws_read_frame, ws_upgrade};
 use load_balancer::origin::{Origin, OriginConfig};
-use support::start_lb;
 
 const TEXT: u8 = 0x1;
 const BINARY: u8 = 0x2;
@@ -77,7 +75,7 @@ fn binary(len: usize, seed: u8) -> Vec<u8> {
 #[test]
 fn websocket_frames_are_echoed_through_the_tunnel() {
     let o = origin("ws");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = upgraded(lb.port());
     echo(&mut c, TEXT, b"hello");
     echo(&mut c, TEXT, b"");
@@ -95,7 +93,7 @@ fn websocket_frames_are_echoed_through_the_tunnel() {
 #[test]
 fn a_one_megabyte_frame_streams_both_ways_at_once() {
     let o = origin("ws");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = upgraded(lb.port());
     let payload = binary(1024 * 1024 + 7, 3);
     let frame = ws_client_frame(BINARY, &payload);
@@ -115,7 +113,7 @@ fn a_one_megabyte_frame_streams_both_ways_at_once() {
 #[test]
 fn frames_sent_in_one_write_come_back_in_order() {
     let o = origin("ws");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = upgraded(lb.port());
     let payloads: Vec<Vec<u8>> = (0..50).map(|i| binary(i * 37, i as u8)).collect();
     let mut burst = Vec::new();
@@ -144,7 +142,7 @@ fn frames_sent_in_one_write_come_back_in_order() {
 fn first_frame_sent_right_behind_the_handshake_is_not_lost() {
     // A client may send its first frame before it has read the 101.
     let o = origin("ws");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = Client::connect(lb.port());
     let mut bytes = format!(
         "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -164,7 +162,7 @@ fn first_frame_sent_right_behind_the_handshake_is_not_lost() {
 #[test]
 fn concurrent_tunnels_stay_separate() {
     let o = origin("ws");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let port = lb.port();
     let sessions: Vec<_> = (0..8u8)
         .map(|n| {
@@ -191,7 +189,7 @@ fn concurrent_tunnels_stay_separate() {
 #[test]
 fn client_half_close_ends_the_tunnel() {
     let o = origin("ws");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = upgraded(lb.port());
     echo(&mut c, TEXT, b"one");
     c.shutdown_write();
@@ -204,7 +202,7 @@ fn client_half_close_ends_the_tunnel() {
 #[test]
 fn upgrade_after_a_plain_request_on_the_same_connection() {
     let o = origin("ws");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = lb.client();
     assert_eq!(c.request("GET", "/", &[], b"").status, 200);
     let r = ws_upgrade(&mut c, "/ws");
@@ -223,7 +221,7 @@ fn upgrade_after_a_plain_request_on_the_same_connection() {
 #[test]
 fn upgrade_answered_with_200_keeps_http_framing() {
     let o = origin("plain");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = lb.client();
     // `/` ignores the upgrade and answers 200.
     let r = ws_upgrade(&mut c, "/");
@@ -240,7 +238,7 @@ fn upgrade_answered_with_200_keeps_http_framing() {
 #[test]
 fn upgrade_request_reaches_the_backend_with_its_upgrade_headers() {
     let o = origin("plain");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = lb.client();
     let r = ws_upgrade(&mut c, "/echo");
     assert_eq!(r.status, 200);
@@ -261,7 +259,7 @@ fn upgrade_request_reaches_the_backend_with_its_upgrade_headers() {
 #[test]
 fn refused_websocket_handshake_keeps_http_framing() {
     let o = origin("ws");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = lb.client();
     // No Sec-WebSocket-Key: the origin answers 400 (with a body), not 101.
     let r = c.request(
@@ -279,7 +277,7 @@ fn refused_websocket_handshake_keeps_http_framing() {
 #[test]
 fn h2c_upgrade_is_proxied_as_plain_http11() {
     let o = origin("h2c");
-    let lb = start_lb(&["-b", &backend_arg(&o)]);
+    let lb = Lb::start(&["-b", &backend_arg(&o)]);
     let mut c = lb.client();
     let r = c.request(
         "GET",

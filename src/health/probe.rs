@@ -351,23 +351,8 @@ fn request(backend: &Backend, path: &str) -> String {
     format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: load_balancer-health\r\n\
          Connection: close\r\n\r\n",
-        host_value(backend)
+        backend.host_value()
     )
-}
-
-/// The backend's own `Host`: port left out when it is the scheme's default.
-/// The same rule as the worker's `host_value`, for proxied requests that send
-/// the backend's name.
-fn host_value(b: &Backend) -> String {
-    let default_port = if b.tls { 443 } else { 80 };
-    let host = match b.addr {
-        SocketAddr::V6(_) if b.host.contains(':') => format!("[{}]", b.host),
-        _ => b.host.clone(),
-    };
-    match b.port == default_port {
-        true => host,
-        false => format!("{host}:{}", b.port),
-    }
 }
 
 #[cfg(test)]
@@ -657,7 +642,7 @@ mod tests {
         ];
         for (spec, host) in cases {
             let b = backend(spec, 0);
-            assert_eq!(host_value(&b), host, "{spec}");
+            assert_eq!(b.host_value(), host, "{spec}");
             assert!(request(&b, "/h").contains(&format!("\r\nHost: {host}\r\n")));
         }
     }

@@ -37,6 +37,8 @@ pub struct ResponseHead {
     /// The `Transfer-Encoding` value, re-sent as it came (it may name codings
     /// such as gzip before `chunked`).
     transfer_encoding: Span,
+    /// The message is (or, for HEAD, would be) chunked.
+    chunked: bool,
     fields: Vec<Field>,
     connection_names: Vec<Span>,
 }
@@ -147,6 +149,12 @@ impl ResponseHead {
             Version::Http11 => !close,
             Version::Http10 => keep_alive_token && !close,
         };
+        self.chunked = transfer_encoding.is_some_and(|te| {
+            !several_te
+                && header::list_items(te)
+                    .last()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+        });
         let no_body =
             request_head || (100..200).contains(&status) || status == 204 || status == 304;
         let body = if no_body {
@@ -205,7 +213,8 @@ impl ResponseHead {
             }
             put_field(out, f.name.get(buf), f.value.get(buf));
         }
-        if self.body() == BodyKind::Chunked && !rw.client_http10 {
+        // Also on a HEAD answer: it describes what a GET would get.
+        if self.chunked && !rw.client_http10 {
             put_field(out, b"Transfer-Encoding", self.transfer_encoding.get(buf));
         }
         if let Some(upgrade) = self.upgrade {
@@ -440,6 +449,25 @@ mod tests {
             "{text}"
         );
         assert!(!r.client_can_continue(true) && r.client_can_continue(false));
+    }
+
+    #[test]
+    fn head_answer_keeps_its_transfer_encoding() {
+        let input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let r = parse_with(input, true, false).expect("valid");
+        assert_eq!(r.body(), BodyKind::None);
+        let mut out = Vec::new();
+        let rw = ResponseRewrite {
+            close: false,
+            client_http10: false,
+            set_sticky: None,
+        };
+        r.write_for_client(input, &rw, &mut out);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("Transfer-Encoding: chunked\r\n")
+        );
     }
 
     #[test]

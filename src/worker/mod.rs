@@ -102,7 +102,7 @@ impl Worker {
             sessions: Slab::with_capacity(1024),
             pool: Pool::new(backends.len(), MAX_IDLE_PER_BACKEND, POOL_IDLE),
             balancer: Balancer::new(config.strategy, &backends),
-            host_values: backends.iter().map(host_value).collect(),
+            host_values: backends.iter().map(Backend::host_value).collect(),
             backends,
             timers: Timers::with_capacity(1024),
             config,
@@ -383,20 +383,6 @@ impl Worker {
                 self.settle(tk.key, verdict);
             }
         }
-    }
-}
-
-/// The `Host` a backend receives when its own name is sent: the port is
-/// left out when it is the scheme's default, as browsers do.
-fn host_value(b: &Backend) -> String {
-    let default_port = if b.tls { 443 } else { 80 };
-    let host = match b.addr {
-        SocketAddr::V6(_) if b.host.contains(':') => format!("[{}]", b.host),
-        _ => b.host.clone(),
-    };
-    match b.port == default_port {
-        true => host,
-        false => format!("{host}:{}", b.port),
     }
 }
 
