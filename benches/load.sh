@@ -14,4 +14,4 @@ cd "$(dirname "$0")/.."
 harness=${BENCH_HARNESS:-../shared/bench/run.sh}
 [[ -x $harness ]] || { echo "load.sh: $harness not found (set BENCH_HARNESS)" >&2; exit 1; }
 cargo build --release --bin load_balancer
-exec "$harness" --proxy 'target/release/load_balancer -p {port} -b {b1} -b {b2} --mode sp -l err' --label ours "$@"
+exec "$harness" --proxy 'target/release/load_balancer -p {port} -b {b1} -b {b2} -w {workers} -l err' --label ours "$@"

@@ -121,6 +121,10 @@ impl Lb {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
+            // Taken before the checks, so that they run once more after the
+            // deadline: a test process paused past it (a loaded or frozen
+            // machine) must not fail a balancer that is listening by then.
+            let expired = Instant::now() >= deadline;
             if let Ok(Some(status)) = lb.child.try_wait() {
                 lb.finish_stderr();
                 return Err(format!(
@@ -135,7 +139,7 @@ impl Lb {
             if owns_listener(lb.child.id(), port) {
                 return Ok(lb);
             }
-            if Instant::now() >= deadline {
+            if expired {
                 return Err(format!(
                     "not listening on {port} after {START_TIMEOUT:?}; stderr:\n{}",
                     lb.stderr_text()
