@@ -31,10 +31,8 @@ fn main() -> ExitCode {
         (Some(slot), _) => run_worker_process(config, slot),
         (None, Mode::Single) => run_single(config),
         (None, Mode::Multi) => {
-            let argv0 = args
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "load_balancer".into());
+            let argv0 = master::title::original_argv0(&args);
+            master::title::become_titled(&args);
             run_master(config, &argv0, args.into_iter().skip(1).collect())
         }
     };

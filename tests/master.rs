@@ -61,6 +61,8 @@ fn one_master_and_two_named_workers_serve_requests() {
             "workers have no children of their own"
         );
     }
+    let master = cmdline(lb.pid());
+    assert!(master.starts_with("load_balancer: master "), "{master}");
     for _ in 0..20 {
         assert_eq!(common::get(lb.port(), "/").status, 200);
     }

@@ -9,6 +9,7 @@
 
 pub mod listeners;
 pub mod spawn;
+pub mod title;
 pub mod upgrade;
 
 use std::ffi::OsString;

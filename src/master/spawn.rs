@@ -39,6 +39,7 @@ pub fn spawn_worker(
         .env_remove(METRICS_ENV)
         // systemd hears from the master only.
         .env_remove("NOTIFY_SOCKET");
+    cmd.env_remove(super::title::ARGV0_ENV);
     for var in super::upgrade::HANDOVER_ENV {
         cmd.env_remove(var);
     }

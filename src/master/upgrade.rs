@@ -130,7 +130,9 @@ pub fn spawn_successor(
     };
     let metrics_count = sources.len() - n - 1;
     let mut cmd = Command::new(path);
+    // The new master names itself afresh (see `title`).
     cmd.args(args)
+        .env_remove(super::title::ARGV0_ENV)
         .env(LISTEN_FDS_ENV, list(&targets[..n]))
         .env(METRICS_FDS_ENV, list(&targets[n..n + metrics_count]))
         .env(READY_FD_ENV, targets[sources.len() - 1].to_string());
