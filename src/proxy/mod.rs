@@ -7,11 +7,12 @@
 //! length of one exchange. `exchange` relays a request and its response,
 //! `tunnel` relays an upgraded connection.
 
+mod answer;
 mod exchange;
 mod tunnel;
 
 use std::io::{self, IoSlice, Write};
-use std::net::{IpAddr, Shutdown};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -21,10 +22,9 @@ use mio::net::TcpStream;
 use crate::balance::{Balancer, STICKY_COOKIE};
 use crate::buffer::Buf;
 use crate::config::{Config, Strategy};
-use crate::error::{Blame, ProxyError};
+use crate::error::ProxyError;
 use crate::health::Health;
-use crate::http1::request::Method;
-use crate::http1::{BodyFramer, BodyKind, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
+use crate::http1::{BodyFramer, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::upstream::{Backend, BackendId, HostHeader};
@@ -581,123 +581,6 @@ impl Session {
         }
         if let Some(id) = self.backend.take() {
             cx.balancer.on_finish(id);
-        }
-    }
-
-    // ---------------------------------------------------------- own answers
-
-    /// Answers with an error and closes (SPEC §5 error table).
-    fn answer_error(&mut self, cx: &mut Ctx<'_>, e: ProxyError) -> Step {
-        let backend = self.backend;
-        if let (Some(id), Blame::Backend) = (backend, e.blame()) {
-            cx.backend_failed(id, e.reason());
-        }
-        cx.metrics
-            .request(backend, e.status(), cx.now - self.started);
-        self.drop_upstream(cx);
-        if self.outhead_pos > 0 && self.outhead_pos < self.outhead.len() {
-            // Half of an interim response is out: nothing more can be framed.
-            return Err(Close);
-        }
-        match e.status() {
-            500.. => crate::warn!(
-                "answered {} to {}: {:?}",
-                e.status(),
-                self.client_ip_str(),
-                e
-            ),
-            _ => crate::debug!(
-                "answered {} to {}: {:?}",
-                e.status(),
-                self.client_ip_str(),
-                e
-            ),
-        }
-        self.outhead.clear();
-        self.outhead.extend_from_slice(e.response());
-        self.outhead_pos = 0;
-        self.phase = Phase::Answer { close: true };
-        self.last_io = cx.now;
-        Ok(true)
-    }
-
-    /// `GET /metrics` is ours on the listen port unless a separate metrics
-    /// listener is configured, and always ours on that listener.
-    fn is_scrape(&self, cx: &Ctx<'_>) -> bool {
-        let own = self.metrics_only || cx.config.metrics_addr.is_none();
-        own && self.req.target.get(self.inbuf.data()) == b"/metrics"
-            && matches!(self.req.method(), Method::Get | Method::Head)
-            && self.req.body() == BodyKind::None
-    }
-
-    /// Answers a scrape; scrapes are not counted as requests.
-    fn answer_metrics(&mut self, cx: &mut Ctx<'_>) -> Step {
-        let body = cx.metrics.render();
-        let close = !self.req.keep_alive || cx.draining;
-        self.outhead.clear();
-        self.outhead_pos = 0;
-        let _ = write!(
-            self.outhead,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n{}\r\n",
-            body.len(),
-            if close { "Connection: close\r\n" } else { "" }
-        );
-        if !self.req.is_head() {
-            self.outhead.extend_from_slice(body.as_bytes());
-        }
-        self.release_held();
-        self.phase = Phase::Answer { close };
-        self.last_io = cx.now;
-        Ok(true)
-    }
-
-    fn client_ip_str(&self) -> &str {
-        std::str::from_utf8(self.client_ip.as_bytes()).unwrap_or("?")
-    }
-
-    fn step_answer(&mut self, cx: &mut Ctx<'_>, close: bool) -> Step {
-        if self.outhead_pos < self.outhead.len() {
-            return self.flush_outhead(cx);
-        }
-        if close || cx.draining {
-            self.linger(cx);
-        } else {
-            self.enter_read_head(cx.now);
-        }
-        Ok(true)
-    }
-
-    fn flush_outhead(&mut self, cx: &mut Ctx<'_>) -> Step {
-        if !self.writable {
-            return Ok(false);
-        }
-        match self.client.write(&self.outhead[self.outhead_pos..]) {
-            Ok(n) => {
-                self.outhead_pos += n;
-                self.last_io = cx.now;
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.writable = false;
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
-            Err(_) => Err(Close),
-        }
-    }
-
-    fn linger(&mut self, cx: &mut Ctx<'_>) {
-        let _ = self.client.shutdown(Shutdown::Write);
-        self.phase = Phase::Linger;
-        self.phase_since = cx.now;
-    }
-
-    fn step_linger(&mut self, cx: &mut Ctx<'_>) -> Step {
-        self.inbuf.clear();
-        match self.read_client(cx)? {
-            Read::Data => Ok(true),
-            Read::Eof => Err(Close),
-            Read::Blocked => Ok(false),
         }
     }
 
