@@ -77,6 +77,43 @@ pub(crate) struct Field {
     pub value: Span,
 }
 
+/// The fields of one head and the names its `Connection` header lists,
+/// as spans into the head's buffer. Shared by requests and responses.
+#[derive(Debug, Default)]
+pub(crate) struct Fields {
+    pub list: Vec<Field>,
+    /// Field names listed in `Connection`: hop-by-hop, never forwarded.
+    pub connection_names: Vec<Span>,
+}
+
+impl Fields {
+    pub fn clear(&mut self) {
+        self.list.clear();
+        self.connection_names.clear();
+    }
+
+    /// Whether `Connection` names the field called `name`.
+    pub fn named_by_connection(&self, buf: &[u8], name: Span) -> bool {
+        let name = name.get(buf);
+        self.connection_names
+            .iter()
+            .any(|t| t.get(buf).eq_ignore_ascii_case(name))
+    }
+
+    /// Writes the values of every `kind` field followed by ", ", so the
+    /// proxy's own element can follow (a list field split over several lines
+    /// is one list, RFC 9110 §5.3).
+    pub fn append_values(&self, buf: &[u8], kind: Kind, out: &mut Vec<u8>) {
+        for f in self.list.iter().filter(|f| f.kind == kind) {
+            let v = trim(f.value.get(buf));
+            if !v.is_empty() {
+                out.extend_from_slice(v);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+}
+
 /// Iterates the trimmed, non-empty elements of a comma-separated list.
 pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value

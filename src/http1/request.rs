@@ -5,7 +5,7 @@
 //! offsets into the client's read buffer, which must stay unchanged between
 //! `parse` and `write_for_backend`.
 
-use super::header::{self, Field, Kind};
+use super::header::{self, Field, Fields, Kind};
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
 
 /// Most field names one `Connection` header section may list besides the
@@ -77,9 +77,7 @@ pub struct RequestHead {
     pub idempotency_key: bool,
     /// The sticky cookie's backend id, if the request carries one.
     pub sticky: Option<u64>,
-    fields: Vec<Field>,
-    /// Field names listed in `Connection`, removed before forwarding.
-    connection_names: Vec<Span>,
+    fields: Fields,
 }
 
 impl RequestHead {
@@ -133,7 +131,6 @@ impl RequestHead {
         self.idempotency_key = false;
         self.sticky = None;
         self.fields.clear();
-        self.connection_names.clear();
 
         let mut content_length: Option<u64> = None;
         let mut chunked = false;
@@ -176,8 +173,8 @@ impl RequestHead {
                             keep_alive_token = true;
                         } else if token.eq_ignore_ascii_case(b"upgrade") {
                             upgrade_token = true;
-                        } else if self.connection_names.len() < MAX_CONNECTION_TOKENS {
-                            self.connection_names.push(Span::within(buf, token));
+                        } else if self.fields.connection_names.len() < MAX_CONNECTION_TOKENS {
+                            self.fields.connection_names.push(Span::within(buf, token));
                         } else {
                             return Err(HeadError::Malformed("too many Connection options"));
                         }
@@ -194,7 +191,7 @@ impl RequestHead {
                 }
                 _ => {}
             }
-            self.fields.push(Field {
+            self.fields.list.push(Field {
                 kind,
                 name: Span::within(buf, h.name.as_bytes()),
                 value: Span::within(buf, value),
@@ -249,8 +246,8 @@ impl RequestHead {
         out.extend_from_slice(b" HTTP/1.1\r\n");
 
         let mut host_written = false;
-        for f in &self.fields {
-            if f.kind.is_hop_by_hop() || self.named_by_connection(buf, f.name) {
+        for f in &self.fields.list {
+            if f.kind.is_hop_by_hop() || self.fields.named_by_connection(buf, f.name) {
                 continue;
             }
             match f.kind {
@@ -273,43 +270,16 @@ impl RequestHead {
         }
 
         out.extend_from_slice(b"X-Forwarded-For: ");
-        self.append_existing(buf, Kind::XForwardedFor, out);
+        self.fields.append_values(buf, Kind::XForwardedFor, out);
         out.extend_from_slice(rw.client_ip);
         out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\nVia: ");
-        self.append_existing(buf, Kind::Via, out);
+        self.fields.append_values(buf, Kind::Via, out);
         out.extend_from_slice(match self.version() {
             Version::Http10 => b"1.0 ",
             Version::Http11 => b"1.1 ",
         });
         out.extend_from_slice(VIA_NAME.as_bytes());
         out.extend_from_slice(b"\r\n\r\n");
-    }
-
-    /// Writes the values of every `kind` field followed by ", ", so the
-    /// proxy's own element can follow (a list field split over several lines
-    /// is one list, RFC 9110 §5.3).
-    fn append_existing(&self, buf: &[u8], kind: Kind, out: &mut Vec<u8>) {
-        for f in self.fields.iter().filter(|f| f.kind == kind) {
-            let v = header::trim(f.value.get(buf));
-            if !v.is_empty() {
-                out.extend_from_slice(v);
-                out.extend_from_slice(b", ");
-            }
-        }
-    }
-
-    fn named_by_connection(&self, buf: &[u8], name: Span) -> bool {
-        let name = name.get(buf);
-        self.connection_names
-            .iter()
-            .any(|t| t.get(buf).eq_ignore_ascii_case(name))
-    }
-
-    /// Iterates `(name, value)` of every field, for tracing.
-    pub fn fields<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        self.fields
-            .iter()
-            .map(move |f| (f.name.get(buf), f.value.get(buf)))
     }
 }
 

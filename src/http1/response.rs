@@ -2,7 +2,7 @@
 //! learning the backend's keep-alive limits, and the rewrite sent to the
 //! client. A head the proxy cannot trust is a `HeadError` (answered 502).
 
-use super::header::{self, Field, Kind};
+use super::header::{self, Field, Fields, Kind};
 use super::request::put_field;
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
 
@@ -39,8 +39,7 @@ pub struct ResponseHead {
     transfer_encoding: Span,
     /// The message is (or, for HEAD, would be) chunked.
     chunked: bool,
-    fields: Vec<Field>,
-    connection_names: Vec<Span>,
+    fields: Fields,
 }
 
 impl ResponseHead {
@@ -88,7 +87,6 @@ impl ResponseHead {
         self.keep_alive_max = None;
         self.upgrade = None;
         self.fields.clear();
-        self.connection_names.clear();
 
         let mut content_length: Option<u64> = None;
         let mut transfer_encoding: Option<&[u8]> = None;
@@ -120,7 +118,7 @@ impl ResponseHead {
                         } else if token.eq_ignore_ascii_case(b"keep-alive") {
                             keep_alive_token = true;
                         } else if !token.eq_ignore_ascii_case(b"upgrade") {
-                            self.connection_names.push(Span::within(buf, token));
+                            self.fields.connection_names.push(Span::within(buf, token));
                         }
                     }
                 }
@@ -132,7 +130,7 @@ impl ResponseHead {
                 Kind::Upgrade => self.upgrade = Some(Span::within(buf, value)),
                 _ => {}
             }
-            self.fields.push(Field {
+            self.fields.list.push(Field {
                 kind,
                 name: Span::within(buf, h.name.as_bytes()),
                 value: Span::within(buf, value),
@@ -204,10 +202,10 @@ impl ResponseHead {
         out.push(b' ');
         out.extend_from_slice(self.reason.get(buf));
         out.extend_from_slice(b"\r\n");
-        for f in &self.fields {
+        for f in &self.fields.list {
             if f.kind.is_hop_by_hop()
                 || f.kind == Kind::Via
-                || self.named_by_connection(buf, f.name)
+                || self.fields.named_by_connection(buf, f.name)
             {
                 continue;
             }
@@ -233,30 +231,13 @@ impl ResponseHead {
             out.extend_from_slice(b"; Path=/; HttpOnly\r\n");
         }
         out.extend_from_slice(b"Via: ");
-        for f in self.fields.iter().filter(|f| f.kind == Kind::Via) {
-            out.extend_from_slice(header::trim(f.value.get(buf)));
-            out.extend_from_slice(b", ");
-        }
+        self.fields.append_values(buf, Kind::Via, out);
         out.extend_from_slice(match self.version {
             Some(Version::Http10) => b"1.0 ",
             _ => b"1.1 ",
         });
         out.extend_from_slice(VIA_NAME.as_bytes());
         out.extend_from_slice(b"\r\n\r\n");
-    }
-
-    fn named_by_connection(&self, buf: &[u8], name: Span) -> bool {
-        let name = name.get(buf);
-        self.connection_names
-            .iter()
-            .any(|t| t.get(buf).eq_ignore_ascii_case(name))
-    }
-
-    /// Iterates `(name, value)` of every field, for tracing.
-    pub fn fields<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        self.fields
-            .iter()
-            .map(move |f| (f.name.get(buf), f.value.get(buf)))
     }
 }
 

@@ -325,20 +325,9 @@ impl Worker {
 
     /// Runs a session's state machine and settles its fate.
     fn drive(&mut self, key: usize, now: Instant) {
-        let Some(session) = self.sessions.get_mut(key) else {
+        let (sessions, mut cx) = self.split(now);
+        let Some(session) = sessions.get_mut(key) else {
             return;
-        };
-        let mut cx = Ctx {
-            now,
-            registry: self.poll.registry(),
-            pool: &mut self.pool,
-            balancer: &mut self.balancer,
-            backends: &self.backends,
-            host_values: &self.host_values,
-            config: &self.config,
-            draining: self.drain_deadline.is_some(),
-            metrics: &self.metrics,
-            health: &mut self.health,
         };
         let verdict = session.drive(&mut cx);
         self.settle(key, verdict);
@@ -359,26 +348,32 @@ impl Worker {
         }
     }
 
+    /// The session table and, borrowed beside it, what a session needs.
+    fn split(&mut self, now: Instant) -> (&mut Slab<Session>, Ctx<'_>) {
+        let cx = Ctx {
+            now,
+            registry: self.poll.registry(),
+            pool: &mut self.pool,
+            balancer: &mut self.balancer,
+            backends: &self.backends,
+            host_values: &self.host_values,
+            config: &self.config,
+            draining: self.drain_deadline.is_some(),
+            metrics: &self.metrics,
+            health: &mut self.health,
+        };
+        (&mut self.sessions, cx)
+    }
+
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, tk)) = self.timers.pop_due(now) {
-            let Some(session) = self.sessions.get_mut(tk.key) else {
+            let (sessions, mut cx) = self.split(now);
+            let Some(session) = sessions.get_mut(tk.key) else {
                 continue;
             };
             if session.timer_key() != tk {
                 continue;
             }
-            let mut cx = Ctx {
-                now,
-                registry: self.poll.registry(),
-                pool: &mut self.pool,
-                balancer: &mut self.balancer,
-                backends: &self.backends,
-                host_values: &self.host_values,
-                config: &self.config,
-                draining: self.drain_deadline.is_some(),
-                metrics: &self.metrics,
-                health: &mut self.health,
-            };
             if let Some(verdict) = session.on_timer(at, &mut cx) {
                 self.settle(tk.key, verdict);
             }
