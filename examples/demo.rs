@@ -29,7 +29,9 @@ fn main() -> ExitCode {
         }
     };
     let mut cmd = Command::new(&binary);
-    cmd.args(["-p", "8080"]);
+    // One worker (still mp mode: a master and its worker) so that
+    // consecutive requests visibly alternate; each worker balances on its own.
+    cmd.args(["-p", "8080", "-w", "1"]);
     for o in &origins {
         cmd.args(["-b", &o.addr().to_string()]);
     }
@@ -39,7 +41,7 @@ fn main() -> ExitCode {
         origins[1].addr()
     );
     println!(
-        "load balancer: {} -p 8080 -b {} -b {}",
+        "load balancer: {} -p 8080 -w 1 -b {} -b {}",
         binary.display(),
         origins[0].addr(),
         origins[1].addr()
