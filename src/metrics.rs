@@ -1,9 +1,9 @@
-//! Counters of a worker and their Prometheus text exposition (SPEC §6).
+//! Counters of the process tree and their Prometheus text exposition
+//! (SPEC §6). Each worker writes its own region of a shared block (`shm`),
+//! a scrape sums all regions, so every worker answers with the same totals.
 //!
-//! Recording is a few integer increments on the request path, no locks, no
-//! allocation; rendering happens only for a scrape. Today each worker owns
-//! its counters (sp mode); the multi-process master will place the same
-//! layout in shared memory and sum it across workers.
+//! Recording is a few plain stores on the request path: no locks, no
+//! allocation; rendering happens only for a scrape.
 
 use std::fmt::Write;
 use std::io;

@@ -111,9 +111,8 @@ impl Worker {
         })
     }
 
-    /// Lets SIGTERM/SIGINT stop the worker gracefully (sp mode, where the
-    /// worker is the whole process).
-    /// `under_master`: this is an mp worker, which SIGUSR2 retires.
+    /// SIGTERM/SIGINT stop the worker gracefully; for an mp worker
+    /// (`under_master`) SIGUSR2 from its master retires it after an upgrade.
     pub fn handle_signals(&mut self, signals: Signals, under_master: bool) -> io::Result<()> {
         signals.register(self.poll.registry(), token::SIGNALS)?;
         self.signals = Some(signals);
