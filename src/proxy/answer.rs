@@ -2,10 +2,10 @@
 //! response per `ProxyError`), `/metrics` scrapes, and the lingering close
 //! that follows an error so the client reads the answer, not a reset.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::Shutdown;
 
-use super::{Close, Ctx, Phase, Read, Session, Step};
+use super::{Close, Ctx, Phase, Read, Session, Step, write_edge};
 use crate::error::{Blame, ProxyError};
 use crate::http1::BodyKind;
 use crate::http1::request::Method;
@@ -93,20 +93,14 @@ impl Session {
     }
 
     fn flush_outhead(&mut self, cx: &mut Ctx<'_>) -> Step {
-        if !self.writable {
-            return Ok(false);
-        }
-        match self.client.write(&self.outhead[self.outhead_pos..]) {
-            Ok(n) => {
+        let head = &self.outhead[self.outhead_pos..];
+        match write_edge(&mut self.client, head, &[], &mut self.writable) {
+            Ok(Some(n)) => {
                 self.outhead_pos += n;
                 self.last_io = cx.now;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.writable = false;
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Ok(None) => Ok(false),
             Err(_) => Err(Close),
         }
     }

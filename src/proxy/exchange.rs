@@ -2,9 +2,7 @@
 //! connection: body streaming with backpressure, response-head handling,
 //! the one safe replay on a reused connection, and the end of the exchange.
 
-use std::io;
-
-use super::{Close, Ctx, Downward, Phase, Read, Session, Step, trace_head, write2};
+use super::{Close, Ctx, Downward, Phase, Read, Session, Step, read_edge, trace_head, write_edge};
 use crate::config::Strategy;
 use crate::error::ProxyError;
 use crate::http1::{BodyFramer, BodyKind, ResponseRewrite, Version};
@@ -58,12 +56,8 @@ impl Session {
             }
             return Ok(false);
         }
-        if !up.writable {
-            return Ok(false);
-        }
-        let wanted = head.len() + body.len();
-        match write2(&mut up.stream, head, body) {
-            Ok(n) => {
+        match write_edge(&mut up.stream, head, body, &mut up.writable) {
+            Ok(Some(n)) => {
                 let from_head = n.min(head.len());
                 self.uphead_pos += from_head;
                 self.held += n - from_head;
@@ -72,17 +66,10 @@ impl Session {
                     // No replay is possible any more: keep nothing back.
                     self.release_held();
                 }
-                // A short write means the socket buffer is full; the next
-                // writable edge says when there is room.
-                up.writable = n == wanted;
                 self.last_io = cx.now;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                up.writable = false;
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Ok(None) => Ok(false),
             Err(_) => self.upstream_failed(cx, "write to backend failed"),
         }
     }
@@ -206,28 +193,20 @@ impl Session {
         let Some(up) = cx.pool.get_mut(key) else {
             return Err("connection lost");
         };
-        if !up.readable || up.buf.is_full() || self.upstream_eof {
+        if self.upstream_eof {
             return Ok(Read::Blocked);
         }
-        loop {
-            return match up.buf.read_from(&mut up.stream) {
-                Ok((0, _)) => Ok(Read::Eof),
-                Ok((_, short)) => {
-                    // A short read drained the socket, unless the peer's
-                    // FIN is already known: then the next read is the EOF,
-                    // and no further event will announce it.
-                    up.readable = !short || up.read_closed;
-                    self.last_io = cx.now;
-                    Ok(Read::Data)
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    up.readable = false;
-                    Ok(Read::Blocked)
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => Err("read from backend failed"),
-            };
+        let read = read_edge(
+            &mut up.buf,
+            &mut up.stream,
+            &mut up.readable,
+            up.read_closed,
+        );
+        let read = read.map_err(|_| "read from backend failed")?;
+        if matches!(read, Read::Data) {
+            self.last_io = cx.now;
         }
+        Ok(read)
     }
 
     fn on_response_head(&mut self, cx: &mut Ctx<'_>, key: usize) -> Step {
@@ -298,12 +277,8 @@ impl Session {
         };
         let head = &self.outhead[self.outhead_pos..];
         let body = &up.buf.data()[..self.down_pending];
-        if (head.is_empty() && body.is_empty()) || !self.writable {
-            return Ok(false);
-        }
-        let wanted = head.len() + body.len();
-        match write2(&mut self.client, head, body) {
-            Ok(n) => {
+        match write_edge(&mut self.client, head, body, &mut self.writable) {
+            Ok(Some(n)) => {
                 let from_head = n.min(head.len());
                 self.outhead_pos += from_head;
                 up.buf.consume(n - from_head);
@@ -312,15 +287,10 @@ impl Session {
                     self.outhead.clear();
                     self.outhead_pos = 0;
                 }
-                self.writable = n == wanted;
                 self.last_io = cx.now;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.writable = false;
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Ok(None) => Ok(false),
             Err(_) => Err(Close),
         }
     }

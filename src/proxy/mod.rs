@@ -587,28 +587,17 @@ impl Session {
     // ------------------------------------------------------------- client io
 
     fn read_client(&mut self, cx: &Ctx<'_>) -> Result<Read, Close> {
-        if !self.readable || self.inbuf.is_full() {
-            return Ok(Read::Blocked);
+        let read = read_edge(
+            &mut self.inbuf,
+            &mut self.client,
+            &mut self.readable,
+            self.read_closed,
+        );
+        let read = read.map_err(|_| Close)?;
+        if matches!(read, Read::Data) {
+            self.last_io = cx.now;
         }
-        loop {
-            return match self.inbuf.read_from(&mut self.client) {
-                Ok((0, _)) => Ok(Read::Eof),
-                Ok((_, short)) => {
-                    // A short read drained the socket, unless the FIN is
-                    // already known: edge-triggered epoll will not report
-                    // it again, so keep reading until the EOF shows.
-                    self.readable = !short || self.read_closed;
-                    self.last_io = cx.now;
-                    Ok(Read::Data)
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    Ok(Read::Blocked)
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => Err(Close),
-            };
-        }
+        Ok(read)
     }
 }
 
@@ -618,13 +607,68 @@ enum Read {
     Blocked,
 }
 
-/// One write of up to two slices (a head and a body run): one syscall
-/// for a small response.
-fn write2(w: &mut impl Write, a: &[u8], b: &[u8]) -> io::Result<usize> {
-    match (a.is_empty(), b.is_empty()) {
-        (_, true) => w.write(a),
-        (true, false) => w.write(b),
-        (false, false) => w.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]),
+/// One read into `buf` from an edge-triggered socket whose remembered
+/// readiness is `readable`. A short read means the socket is drained (the
+/// next edge will say when there is more), unless the peer's FIN is already
+/// known (`read_closed`): epoll reports that once, so reading goes on until
+/// the end of stream shows.
+fn read_edge(
+    buf: &mut Buf,
+    src: &mut TcpStream,
+    readable: &mut bool,
+    read_closed: bool,
+) -> io::Result<Read> {
+    if !*readable || buf.is_full() {
+        return Ok(Read::Blocked);
+    }
+    loop {
+        return match buf.read_from(src) {
+            Ok((0, _)) => Ok(Read::Eof),
+            Ok((_, short)) => {
+                *readable = !short || read_closed;
+                Ok(Read::Data)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                Ok(Read::Blocked)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// One write of up to two slices (a head and a body run: one syscall for a
+/// small response) to an edge-triggered socket. `Ok(None)`: it would block.
+/// A short write means the socket buffer is full; the next writable edge
+/// says when there is room.
+fn write_edge(
+    dst: &mut TcpStream,
+    a: &[u8],
+    b: &[u8],
+    writable: &mut bool,
+) -> io::Result<Option<usize>> {
+    if !*writable || (a.is_empty() && b.is_empty()) {
+        return Ok(None);
+    }
+    loop {
+        let written = match (a.is_empty(), b.is_empty()) {
+            (_, true) => dst.write(a),
+            (true, false) => dst.write(b),
+            (false, false) => dst.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]),
+        };
+        return match written {
+            Ok(n) => {
+                *writable = n == a.len() + b.len();
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *writable = false;
+                Ok(None)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
     }
 }
 

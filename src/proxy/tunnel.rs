@@ -2,10 +2,9 @@
 //! `101`): bytes both ways untouched, half-closes passed on, until both
 //! directions are finished.
 
-use std::io;
 use std::net::Shutdown;
 
-use super::{Close, Ctx, Read, Session, Step};
+use super::{Close, Ctx, Read, Session, Step, write_edge};
 
 impl Session {
     pub(super) fn step_tunnel(&mut self, cx: &mut Ctx<'_>) -> Step {
@@ -66,22 +65,13 @@ impl Session {
         let Some(up) = cx.pool.get_mut(key) else {
             return Err(Close);
         };
-        if self.inbuf.is_empty() || !up.writable {
-            return Ok(false);
-        }
-        let wanted = self.inbuf.len();
-        match io::Write::write(&mut up.stream, self.inbuf.data()) {
-            Ok(n) => {
+        match write_edge(&mut up.stream, self.inbuf.data(), &[], &mut up.writable) {
+            Ok(Some(n)) => {
                 self.inbuf.consume(n);
-                up.writable = n == wanted;
                 self.last_io = cx.now;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                up.writable = false;
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Ok(None) => Ok(false),
             Err(_) => Err(Close),
         }
     }
