@@ -39,16 +39,18 @@ fn mp(origin: &Origin, extra: &[&str]) -> Lb {
     let backend = backend_arg(origin);
     let mut args = vec!["--mode", "mp", "-w", "2", "-b", backend.as_str()];
     args.extend_from_slice(extra);
-    Lb::start(&args)
+    let lb = Lb::start(&args);
+    assert!(
+        wait_until(Duration::from_secs(5), || children(lb.pid()).len() == 2),
+        "the master starts two workers"
+    );
+    lb
 }
 
 #[test]
 fn one_master_and_two_named_workers_serve_requests() {
     let origin = Origin::start(OriginConfig::new("a")).expect("origin");
     let lb = mp(&origin, &[]);
-    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
-        .len()
-        == 2));
     let workers = children(lb.pid());
     assert_eq!(workers.len(), 2, "{workers:?}");
     let mut names: Vec<String> = workers.iter().map(|&p| cmdline(p)).collect();
@@ -72,9 +74,6 @@ fn one_master_and_two_named_workers_serve_requests() {
 fn a_killed_worker_is_replaced_and_only_its_requests_fail() {
     let origin = Origin::start(OriginConfig::new("a")).expect("origin");
     let lb = mp(&origin, &[]);
-    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
-        .len()
-        == 2));
     let before = children(lb.pid());
     let port = lb.port();
     // A client sending fresh-connection requests all along.
@@ -125,9 +124,6 @@ fn a_killed_worker_is_replaced_and_only_its_requests_fail() {
 fn sigterm_drains_workers_and_the_master_exits_zero() {
     let origin = Origin::start(OriginConfig::new("a")).expect("origin");
     let mut lb = mp(&origin, &[]);
-    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
-        .len()
-        == 2));
     let port = lb.port();
     let slow = thread::spawn(move || Client::connect(port).request("GET", "/delay/1500", &[], b""));
     assert!(wait_until(Duration::from_secs(5), || origin.connections() == 1));
@@ -158,9 +154,6 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 fn metrics_are_totals_for_all_workers_whichever_answers() {
     let origin = Origin::start(OriginConfig::new("a")).expect("origin");
     let lb = mp(&origin, &[]);
-    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
-        .len()
-        == 2));
     // Fresh connections spread over both workers' sockets.
     for _ in 0..40 {
         assert_eq!(common::get(lb.port(), "/").status, 200);
@@ -179,9 +172,6 @@ fn metrics_are_totals_for_all_workers_whichever_answers() {
 fn worker_restarts_are_counted() {
     let origin = Origin::start(OriginConfig::new("a")).expect("origin");
     let lb = mp(&origin, &[]);
-    assert!(wait_until(Duration::from_secs(5), || children(lb.pid())
-        .len()
-        == 2));
     let victim = children(lb.pid())[0];
     assert!(
         std::process::Command::new("kill")

@@ -146,6 +146,18 @@ pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
     result
 }
 
+/// Folds one `Content-Length` field into the value seen so far: every
+/// field must be valid and all must agree. The error names what is wrong;
+/// the caller decides whether that is smuggling (request) or a broken
+/// backend (response).
+pub(crate) fn merge_content_length(prev: Option<u64>, value: &[u8]) -> Result<u64, &'static str> {
+    let n = content_length(value).ok_or("invalid Content-Length")?;
+    match prev {
+        Some(p) if p != n => Err("differing Content-Length values"),
+        _ => Ok(n),
+    }
+}
+
 /// Strict unsigned decimal: digits only, no sign, no overflow.
 pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {

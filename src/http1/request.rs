@@ -146,11 +146,8 @@ impl RequestHead {
             let value = h.value;
             match kind {
                 Kind::ContentLength => {
-                    let n = header::content_length(value)
-                        .ok_or(HeadError::Smuggling("invalid Content-Length"))?;
-                    if content_length.is_some_and(|prev| prev != n) {
-                        return Err(HeadError::Smuggling("differing Content-Length values"));
-                    }
+                    let n = header::merge_content_length(content_length, value)
+                        .map_err(HeadError::Smuggling)?;
                     content_length = Some(n);
                 }
                 Kind::TransferEncoding => {

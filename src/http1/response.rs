@@ -99,11 +99,8 @@ impl ResponseHead {
             let value = h.value;
             match kind {
                 Kind::ContentLength => {
-                    let n = header::content_length(value)
-                        .ok_or(HeadError::Malformed("invalid Content-Length"))?;
-                    if content_length.is_some_and(|prev| prev != n) {
-                        return Err(HeadError::Malformed("differing Content-Length values"));
-                    }
+                    let n = header::merge_content_length(content_length, value)
+                        .map_err(HeadError::Malformed)?;
                     content_length = Some(n);
                 }
                 Kind::TransferEncoding => {
