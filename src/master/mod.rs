@@ -262,7 +262,19 @@ impl Master<'_> {
             .filter_map(|s| s.sockets.as_ref())
             .collect();
         crate::info!("master upgrading: starting {}", self.binary.display());
-        match upgrade::spawn_successor(&self.binary, &self.args, &sockets) {
+        // A binary just written may still be open for writing somewhere
+        // ("text file busy") for a moment: retry briefly before giving up.
+        let mut attempt = upgrade::spawn_successor(&self.binary, &self.args, &sockets);
+        for _ in 0..50 {
+            match &attempt {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    attempt = upgrade::spawn_successor(&self.binary, &self.args, &sockets);
+                }
+                _ => break,
+            }
+        }
+        match attempt {
             Ok((successor, ready)) => {
                 self.phase = Phase::Upgrading {
                     successor,

@@ -105,11 +105,13 @@ impl Lb {
             full.extend(["--mode", "sp"]);
         }
         full.extend_from_slice(args);
-        let mut child = lb_command(binary, &full)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the load_balancer binary");
+        let mut child = spawn_retrying_busy(|| {
+            lb_command(binary, &full)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+        })
+        .expect("spawn the load_balancer binary");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let pipe = child.stderr.take().expect("stderr is piped");
         let reader = collect_lines(pipe, Arc::clone(&stderr));
@@ -291,6 +293,23 @@ fn group_members(pgid: u32) -> Vec<u32> {
 
 /// The binary under test in its own process group, so one kill reaches
 /// the workers of a multi-process run too.
+/// Spawns, retrying "text file busy": a binary a test just wrote (a copy
+/// for an upgrade test) can still be open for writing in a child another
+/// test thread forked meanwhile, until that child execs. Bounded.
+fn spawn_retrying_busy(mut spawn: impl FnMut() -> io::Result<Child>) -> io::Result<Child> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match spawn() {
+            Err(e)
+                if e.kind() == io::ErrorKind::ExecutableFileBusy && Instant::now() < deadline =>
+            {
+                thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn lb_command(binary: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(binary);
     command.args(args).stdin(Stdio::null()).process_group(0);
