@@ -5,6 +5,8 @@
 //! offsets into the client's read buffer, which must stay unchanged between
 //! `parse` and `write_for_backend`.
 
+use std::mem::MaybeUninit;
+
 use super::header::{self, Field, Fields, Kind};
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
 
@@ -101,9 +103,11 @@ impl RequestHead {
     /// more. `Ok(true)`: `self` describes the head. An error means the
     /// request must be answered with an error and the connection closed.
     pub fn parse(&mut self, buf: &[u8], sticky_cookie: &str) -> Result<bool, HeadError> {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut raw);
-        let head_len = match req.parse(buf) {
+        // Uninitialised: zeroing MAX_HEADERS fields per head was a measurable
+        // share of the proxy's user-space time.
+        let mut raw = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let head_len = match req.parse_with_uninit_headers(buf, &mut raw) {
             Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
             Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {

@@ -2,6 +2,8 @@
 //! learning the backend's keep-alive limits, and the rewrite sent to the
 //! client. A head the proxy cannot trust is a `HeadError` (answered 502).
 
+use std::mem::MaybeUninit;
+
 use super::header::{self, Field, Fields, Kind};
 use super::request::put_field;
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
@@ -61,9 +63,12 @@ impl ResponseHead {
         request_head: bool,
         upgrade_requested: bool,
     ) -> Result<bool, HeadError> {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut raw);
-        let head_len = match res.parse(buf) {
+        // Uninitialised for the same reason as in request parsing.
+        let mut raw = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let head_len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut raw)
+        {
             Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
             Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
