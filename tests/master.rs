@@ -7,33 +7,8 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Lb, backend_arg, wait_until};
+use common::{Client, Lb, backend_arg, children, cmdline, wait_until};
 use load_balancer::origin::{Origin, OriginConfig};
-
-/// PIDs of the direct children of `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            // Field 4 (after "pid (comm) state") is the parent pid.
-            let after_comm = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-            after_comm
-                .split(' ')
-                .nth(1)
-                .and_then(|f| f.parse::<u32>().ok())
-                == Some(pid)
-        })
-        .collect()
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
 
 fn mp(origin: &Origin, extra: &[&str]) -> Lb {
     let backend = backend_arg(origin);

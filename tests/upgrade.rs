@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{Client, Lb, backend_arg, get, wait_until};
+use common::{Client, Lb, backend_arg, children, get, wait_until};
 use load_balancer::origin::{Origin, OriginConfig};
 
 /// A private copy of the binary, which a test may replace.
@@ -65,14 +65,19 @@ fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// The inode of the socket listening on 127.0.0.1:`port`.
-fn listen_inode(port: u16) -> Option<String> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+/// The inodes of the sockets listening on 127.0.0.1:`port`, one per
+/// worker slot.
+fn listen_inodes(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let local = format!("0100007F:{port:04X}");
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].to_string())
-    })
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].to_string())
+        })
+        .collect()
 }
 
 #[derive(Default, Debug)]
@@ -118,9 +123,29 @@ fn client_loop(port: u16, keep_alive: bool, stop: Arc<AtomicBool>) -> Tally {
     tally
 }
 
-fn upgrade_under_load(replace_binary: bool) {
+/// What sits at the binary's path when SIGUSR2 arrives.
+#[derive(Clone, Copy, PartialEq)]
+enum NewBinary {
+    /// The file the master was started from.
+    Same,
+    /// A fresh copy renamed over it, as a package upgrade does.
+    Copy,
+    /// A wrapper that starts the binary with `-w 2` instead of `-w 1`.
+    MoreWorkers,
+    /// A wrapper that starts the binary with `-w 1` instead of `-w 2`: the
+    /// new master keeps a worker per handed-over socket.
+    FewerWorkers,
+}
+
+fn upgrade_under_load(new_binary: NewBinary) {
     let origin = Origin::start(OriginConfig::new("a")).expect("origin");
-    let copy = BinaryCopy::new(if replace_binary { "replaced" } else { "same" });
+    let (tag, workers, new_workers) = match new_binary {
+        NewBinary::Same => ("same", "2", "2"),
+        NewBinary::Copy => ("replaced", "2", "2"),
+        NewBinary::MoreWorkers => ("more-workers", "1", "2"),
+        NewBinary::FewerWorkers => ("fewer-workers", "2", "1"),
+    };
+    let copy = BinaryCopy::new(tag);
     let pid_file = copy.pid_file();
     let mut lb = Lb::start_binary(
         &copy.path(),
@@ -128,7 +153,7 @@ fn upgrade_under_load(replace_binary: bool) {
             "--mode",
             "mp",
             "-w",
-            "2",
+            workers,
             "-b",
             &backend_arg(&origin),
             "--pid-file",
@@ -138,7 +163,12 @@ fn upgrade_under_load(replace_binary: bool) {
     let port = lb.port();
     assert!(wait_until(Duration::from_secs(5), || read_pid(&pid_file)
         == Some(lb.pid())));
-    let inode = listen_inode(port).expect("listening socket");
+    let inodes = listen_inodes(port);
+    assert_eq!(
+        inodes.len(),
+        workers.parse::<usize>().unwrap(),
+        "one socket per worker"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = [false, true, true]
@@ -150,8 +180,15 @@ fn upgrade_under_load(replace_binary: bool) {
         .collect();
     assert!(wait_until(Duration::from_secs(5), || origin.requests() > 100));
 
-    if replace_binary {
-        copy.replace_with(Path::new(env!("CARGO_BIN_EXE_load_balancer")));
+    match new_binary {
+        NewBinary::Same => {}
+        NewBinary::Copy => copy.replace_with(Path::new(env!("CARGO_BIN_EXE_load_balancer"))),
+        NewBinary::MoreWorkers | NewBinary::FewerWorkers => copy.replace_with_script(&format!(
+            "#!/bin/sh\n\
+             for a; do shift; [ \"$prev\" = -w ] && a={new_workers}; set -- \"$@\" \"$a\"; prev=$a; done\n\
+             exec '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_load_balancer")
+        )),
     }
     let old = lb.pid();
     lb.signal("USR2");
@@ -161,6 +198,19 @@ fn upgrade_under_load(replace_binary: bool) {
         "the pid file names the new master"
     );
     let new = read_pid(&pid_file).expect("new pid");
+    if new_binary == NewBinary::FewerWorkers {
+        assert!(lb.wait_for_log(
+            "keeping 2 workers (one per handed-over socket) instead of 1",
+            Duration::from_secs(5)
+        ));
+    }
+    // More workers: one more socket bound beside the handed-over one. Fewer:
+    // every handed-over socket may hold queued connections, so each keeps
+    // its worker.
+    assert!(
+        wait_until(Duration::from_secs(5), || children(new).len() == 2),
+        "the new master runs two workers"
+    );
     assert!(lb.wait_for_log("upgrade: new master", Duration::from_secs(5)));
     // The old master leaves after its rollback window.
     let status = lb
@@ -175,22 +225,32 @@ fn upgrade_under_load(replace_binary: bool) {
         assert_eq!((tally.failed, tally.resent), (0, 0), "{tally:?}");
         assert!(tally.ok > 0);
     }
-    assert_eq!(
-        listen_inode(port),
-        Some(inode),
-        "the same socket, handed over, never re-bound"
+    let after = listen_inodes(port);
+    assert!(
+        inodes.iter().all(|i| after.contains(i)),
+        "the same sockets, handed over, never re-bound: {inodes:?} -> {after:?}"
     );
     assert_eq!(get(port, "/").status, 200, "the new master {new} serves");
 }
 
 #[test]
 fn sigusr2_upgrades_without_a_failed_request() {
-    upgrade_under_load(false);
+    upgrade_under_load(NewBinary::Same);
 }
 
 #[test]
 fn sigusr2_runs_the_replaced_binary_without_a_failed_request() {
-    upgrade_under_load(true);
+    upgrade_under_load(NewBinary::Copy);
+}
+
+#[test]
+fn sigusr2_with_more_workers_adds_sockets_without_a_failed_request() {
+    upgrade_under_load(NewBinary::MoreWorkers);
+}
+
+#[test]
+fn sigusr2_with_fewer_workers_keeps_every_socket_served() {
+    upgrade_under_load(NewBinary::FewerWorkers);
 }
 
 #[test]

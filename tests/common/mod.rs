@@ -28,6 +28,31 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
+/// PIDs of the direct children of `pid`, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // Field 4 (after "pid (comm) state") is the parent pid.
+            let after_comm = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            after_comm
+                .split(' ')
+                .nth(1)
+                .and_then(|f| f.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
 /// Polls `check` every few ms until it holds (true) or `timeout` passes
 /// (false); `check` runs at least once, and once more at the deadline.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -325,11 +350,14 @@ fn send_signal(name: &str, target: &str) {
         .status();
 }
 
+/// Kills the balancer and everything in its process group, which after a
+/// binary upgrade includes the new master (a child of the old one, which
+/// may be gone by now) and its workers.
 fn kill_group(child: &mut Child) {
-    if matches!(child.try_wait(), Ok(None)) {
+    if matches!(child.try_wait(), Ok(None)) || !group_members(child.id()).is_empty() {
         send_signal("KILL", &format!("-{}", child.id()));
-        let _ = child.kill();
     }
+    let _ = child.kill();
     let _ = child.wait();
 }
 
