@@ -21,7 +21,7 @@ floor=()
 if [[ ${1:-} == --floor ]]; then
     shift
     cargo build --release --example relay_floor
-    floor=(--proxy 'target/release/examples/relay_floor {port} {b1} {b2}' --label floor)
+    floor=(--proxy 'target/release/examples/relay_floor -w {workers} {port} {b1} {b2}' --label floor)
 fi
 cargo build --release --bin load_balancer
 exec "$harness" --proxy 'target/release/load_balancer -p {port} -b {b1} -b {b2} -w {workers} -l err' --label ours "${floor[@]}" "$@"

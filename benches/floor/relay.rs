@@ -10,15 +10,22 @@
 //! bodies only: it stops with an error on a partial write instead of
 //! buffering, so a misuse shows up as failed requests, not a good number.
 //!
-//!   relay_floor <port> <backend addr>...
+//!   relay_floor [-w N] <port> <backend addr>...
+//!
+//! `-w N` runs N relay processes on `SO_REUSEPORT` sockets of the port, as
+//! the load balancer's workers do (not pinned to CPUs: on the 2-core bench
+//! machine pinning made no measurable difference).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Socket, Type};
 
 const LISTENER: Token = Token(usize::MAX);
+/// Set in the relay processes that `-w N` starts.
+const CHILD_ENV: &str = "RELAY_FLOOR_CHILD";
 
 fn main() {
     if let Err(e) = run() {
@@ -28,8 +35,13 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: relay_floor <port> <backend addr>...";
+    let mut args = std::env::args().skip(1).peekable();
+    let usage = "usage: relay_floor [-w N] <port> <backend addr>...";
+    let mut processes = 1;
+    if args.peek().map(String::as_str) == Some("-w") {
+        args.next();
+        processes = args.next().and_then(|n| n.parse().ok()).ok_or(usage)?;
+    }
     let port: u16 = args.next().and_then(|p| p.parse().ok()).ok_or(usage)?;
     let backends = args
         .map(|a| a.parse::<SocketAddr>().map_err(|e| format!("{a}: {e}")))
@@ -37,8 +49,11 @@ fn run() -> Result<(), String> {
     if backends.is_empty() {
         return Err(usage.into());
     }
+    if processes > 1 && std::env::var_os(CHILD_ENV).is_none() {
+        return run_processes(processes);
+    }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut listener = TcpListener::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
+    let mut listener = bind_reuseport(addr).map_err(|e| format!("{addr}: {e}"))?;
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
@@ -68,6 +83,38 @@ fn run() -> Result<(), String> {
             relay(&mut conns, event.token().0, &mut buf)?;
         }
     }
+}
+
+/// Runs `n` copies of this program with the same arguments and waits for
+/// them; each binds its own `SO_REUSEPORT` socket.
+fn run_processes(n: usize) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut children = (0..n)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .env(CHILD_ENV, "1")
+                .spawn()
+                .map_err(|e| format!("{}: {e}", exe.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for child in &mut children {
+        child.wait().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 fn pair(
