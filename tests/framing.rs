@@ -147,6 +147,30 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn many_pipelined_small_responses_stay_whole_and_in_order() {
+    // Small bodies leave in the same write as their head; thousands of
+    // pipelined requests, written while the answers stream back, must get
+    // every body whole and in its own response.
+    const REQUESTS: usize = 2000;
+    let o = origin();
+    let lb = lb_for(&o);
+    let mut c = lb.client();
+    let mut writer = c.stream().try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        for i in 0..REQUESTS {
+            let req = format!("GET /bytes/{} HTTP/1.1\r\nHost: a\r\n\r\n", i % 1500 + 1);
+            writer.write_all(req.as_bytes()).expect("send request");
+        }
+    });
+    for i in 0..REQUESTS {
+        let r = c.read_response(false);
+        assert_eq!(r.status, 200, "response {i}");
+        assert_eq!(r.body, pattern(i % 1500 + 1), "response {i}");
+    }
+    sender.join().expect("sender");
+}
+
+#[test]
 fn pipelined_requests_split_anywhere_still_match() {
     let o = origin();
     let lb = lb_for(&o);

@@ -255,7 +255,8 @@ impl Session {
             replayable: true,
             up_done: false,
             sent_at: now,
-            outhead: Vec::with_capacity(1024),
+            // A typical head plus a coalesced small body (COALESCE_MAX).
+            outhead: Vec::with_capacity(1024 + exchange::COALESCE_MAX),
             outhead_pos: 0,
             down: Downward::AwaitHead,
             resp_body: BodyFramer::Done,
