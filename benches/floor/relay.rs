@@ -19,9 +19,9 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
+use load_balancer::master::listeners::bind_reuseport;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Socket, Type};
 
 const LISTENER: Token = Token(usize::MAX);
 /// Set in the relay processes that `-w N` starts.
@@ -53,7 +53,9 @@ fn run() -> Result<(), String> {
         return run_processes(processes);
     }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut listener = bind_reuseport(addr).map_err(|e| format!("{addr}: {e}"))?;
+    let mut listener = bind_reuseport(addr)
+        .map(TcpListener::from_std)
+        .map_err(|e| format!("{addr}: {e}"))?;
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
@@ -102,19 +104,6 @@ fn run_processes(n: usize) -> Result<(), String> {
         child.wait().map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(TcpListener::from_std(socket.into()))
 }
 
 fn pair(

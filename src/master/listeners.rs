@@ -94,7 +94,10 @@ fn check_free(addr: SocketAddr) -> io::Result<()> {
     socket.bind(&addr.into())
 }
 
-fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+/// One worker slot's listening socket: `SO_REUSEPORT`, non-blocking,
+/// close-on-exec, a large backlog. Also used by the cost-floor relay in
+/// `benches/floor`, so that it listens exactly as the workers do.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
