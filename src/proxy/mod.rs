@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 use mio::event::Event;
 use mio::net::TcpStream;
+use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags};
 
 use crate::balance::{Balancer, STICKY_COOKIE};
 use crate::buffer::Buf;
@@ -623,7 +624,7 @@ fn read_edge(
         return Ok(Read::Blocked);
     }
     loop {
-        return match buf.read_from(src) {
+        return match buf.read_from(&mut RawSocket(src)) {
             Ok((0, _)) => Ok(Read::Eof),
             Ok((_, short)) => {
                 *readable = !short || read_closed;
@@ -654,9 +655,9 @@ fn write_edge(
     }
     loop {
         let written = match (a.is_empty(), b.is_empty()) {
-            (_, true) => dst.write(a),
-            (true, false) => dst.write(b),
-            (false, false) => dst.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]),
+            (_, true) => RawSocket(dst).send(a),
+            (true, false) => RawSocket(dst).send(b),
+            (false, false) => RawSocket(dst).send_two(a, b),
         };
         return match written {
             Ok(n) => {
@@ -670,6 +671,36 @@ fn write_edge(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => Err(e),
         };
+    }
+}
+
+/// Socket I/O through `rustix`'s direct system calls. glibc's `recv` and
+/// `send` are thread-cancellation points: in a process with a second thread
+/// (the health prober) each call also toggles the cancellation state with
+/// atomic operations. Otherwise these are the plain socket calls.
+struct RawSocket<'a>(&'a TcpStream);
+
+impl RawSocket<'_> {
+    fn send(&self, bytes: &[u8]) -> io::Result<usize> {
+        Ok(net::send(self.0, bytes, SendFlags::NOSIGNAL)?)
+    }
+
+    fn send_two(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+        let parts = [IoSlice::new(a), IoSlice::new(b)];
+        let mut no_control = SendAncillaryBuffer::default();
+        Ok(net::sendmsg(
+            self.0,
+            &parts,
+            &mut no_control,
+            SendFlags::NOSIGNAL,
+        )?)
+    }
+}
+
+impl io::Read for RawSocket<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (n, _) = net::recv(self.0, buf, RecvFlags::empty())?;
+        Ok(n)
     }
 }
 
