@@ -85,11 +85,7 @@ fn run_worker_process(config: Config, slot: usize) -> Result<(), String> {
         None => None,
     };
     let shm = worker::inherited_fd(spawn::SHM_FD);
-    let slots = std::env::var(spawn::SLOTS_ENV)
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or(config.workers);
-    let counters = Metrics::attach(&config.backends, slots, slot, shm)
+    let counters = Metrics::attach(&config.backends, slot, shm)
         .map_err(|e| format!("worker {slot}: no metrics block from the master: {e}"))?;
     if let Err(e) = worker::pin_to_cpu(slot) {
         load_balancer::warn!("worker {slot}: cannot pin to a CPU: {e}");

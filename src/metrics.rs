@@ -98,24 +98,29 @@ impl Metrics {
         Ok(Metrics::view(shm, layout, 0, backends))
     }
 
-    /// The block a master handed to worker `slot` as `fd`.
-    pub fn attach(
-        backends: &[Backend],
-        slots: usize,
-        slot: usize,
-        fd: OwnedFd,
-    ) -> io::Result<Metrics> {
-        let layout = Layout {
+    /// The block a master handed to worker `slot` as `fd`. Its size gives
+    /// the number of slots: after an upgrade to a lower `-w` the master keeps
+    /// one worker per handed-over socket, more than the arguments say.
+    pub fn attach(backends: &[Backend], slot: usize, fd: OwnedFd) -> io::Result<Metrics> {
+        let shm = Arc::new(SharedCells::attach(fd)?);
+        let mut layout = Layout {
             backends: backends.len(),
-            slots: slots.max(1),
+            slots: 0,
         };
+        let regions = shm.cells().len().saturating_sub(HEADER);
+        if regions % layout.per_slot() != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "metrics block laid out for other backends",
+            ));
+        }
+        layout.slots = regions / layout.per_slot();
         if slot >= layout.slots {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "worker slot out of range",
             ));
         }
-        let shm = Arc::new(SharedCells::attach(fd, layout.total())?);
         Ok(Metrics::view(shm, layout, slot, backends))
     }
 
@@ -333,6 +338,37 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 mod tests {
     use super::*;
     use crate::upstream::parse_spec;
+
+    /// Another descriptor of `m`'s block, as a worker inherits it.
+    fn reopen(m: &Metrics) -> OwnedFd {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{}", m.shm_fd()))
+            .expect("reopen the block")
+            .into()
+    }
+
+    #[test]
+    fn a_worker_learns_the_slot_count_from_the_block() {
+        let backends = vec![parse_spec("127.0.0.1:9001", BackendId(0)).unwrap()];
+        let master = Metrics::create(&backends, 3).unwrap();
+        let worker = Metrics::attach(&backends, 2, reopen(&master)).expect("slot 2 of 3");
+        worker.set_ready();
+        assert!(master.is_ready(2, std::process::id()));
+        let err = Metrics::attach(&backends, 3, reopen(&master))
+            .err()
+            .expect("slot 3 of 3");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let two = vec![
+            backends[0].clone(),
+            parse_spec("127.0.0.1:9002", BackendId(1)).unwrap(),
+        ];
+        assert!(
+            Metrics::attach(&two, 0, reopen(&master)).is_err(),
+            "a block laid out for other backends is refused"
+        );
+    }
 
     #[test]
     fn renders_counts_histogram_and_gauges() {

@@ -35,15 +35,17 @@ impl SharedCells {
         SharedCells::map(fd, len)
     }
 
-    /// Maps a block another process created and handed over as `fd`.
-    pub fn attach(fd: OwnedFd, len: usize) -> io::Result<SharedCells> {
+    /// Maps the whole block another process created and handed over as
+    /// `fd`; its size says how many counters it holds.
+    pub fn attach(fd: OwnedFd) -> io::Result<SharedCells> {
         let size = nix::sys::stat::fstat(fd.as_fd())
             .map_err(io::Error::from)?
             .st_size;
-        if (size as usize) < len * 8 {
+        let len = usize::try_from(size).unwrap_or(0) / 8;
+        if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "shared metrics block too small",
+                "shared metrics block is empty",
             ));
         }
         SharedCells::map(fd, len)
@@ -102,7 +104,8 @@ mod tests {
         let a = SharedCells::create(16).expect("create");
         a.cells()[3].store(42, Ordering::Relaxed);
         let dup = a.fd.try_clone().expect("dup");
-        let b = SharedCells::attach(dup, 16).expect("attach");
+        let b = SharedCells::attach(dup).expect("attach");
+        assert_eq!(b.cells().len(), 16, "the whole block is mapped");
         assert_eq!(b.cells()[3].load(Ordering::Relaxed), 42);
         b.cells()[4].fetch_add(1, Ordering::Relaxed);
         assert_eq!(a.cells()[4].load(Ordering::Relaxed), 1);

@@ -432,7 +432,6 @@ impl Master<'_> {
     }
 
     fn respawn_due(&mut self, now: Instant) {
-        let slots = self.slots.len();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if slot.respawn_at.is_none_or(|at| at > now) || slot.child.is_some() {
                 continue;
@@ -441,7 +440,7 @@ impl Master<'_> {
             let Some(sockets) = slot.sockets.as_ref() else {
                 continue;
             };
-            match spawn::spawn_worker(i, slots, sockets, self.metrics.shm_fd(), &self.args) {
+            match spawn::spawn_worker(i, sockets, self.metrics.shm_fd(), &self.args) {
                 Ok(child) => {
                     crate::info!("worker {i} started (pid {})", child.id());
                     if slot.crashes > 0 {

@@ -14,10 +14,6 @@ use super::listeners::SlotSockets;
 
 /// The environment a worker process finds its slot in.
 pub const SLOT_ENV: &str = "LB_WORKER_SLOT";
-/// How many slots the master runs. After an upgrade to a lower `-w` it
-/// keeps one worker per handed-over socket, so this can exceed the
-/// arguments' count, and the metrics block is laid out for this many.
-pub const SLOTS_ENV: &str = "LB_WORKER_SLOTS";
 /// Set when descriptor 4 carries the slot's `--metrics-addr` socket.
 pub const METRICS_ENV: &str = "LB_WORKER_METRICS";
 /// The descriptors a worker inherits its sockets and the shared metrics
@@ -29,7 +25,6 @@ pub const SHM_FD: i32 = 5;
 /// Spawns the worker of `slot` with the master's own arguments.
 pub fn spawn_worker(
     slot: usize,
-    slots: usize,
     sockets: &SlotSockets,
     shm: i32,
     args: &[std::ffi::OsString],
@@ -41,7 +36,6 @@ pub fn spawn_worker(
     cmd.arg0(format!("load_balancer: worker {slot}"))
         .args(args)
         .env(SLOT_ENV, slot.to_string())
-        .env(SLOTS_ENV, slots.to_string())
         .env_remove(METRICS_ENV)
         // systemd hears from the master only.
         .env_remove("NOTIFY_SOCKET");
