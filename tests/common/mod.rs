@@ -30,19 +30,24 @@ pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 /// PIDs of the direct children of `pid`, from /proc.
 pub fn children(pid: u32) -> Vec<u32> {
+    processes_where(|fields| fields.get(1) == Some(&pid.to_string().as_str()))
+}
+
+/// Live processes whose `/proc/PID/stat` fields after `(comm)` (state,
+/// ppid, pgrp, ...) satisfy `keep`; comm may contain spaces.
+fn processes_where(keep: impl Fn(&[&str]) -> bool) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            // Field 4 (after "pid (comm) state") is the parent pid.
-            let after_comm = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-            after_comm
-                .split(' ')
-                .nth(1)
-                .and_then(|f| f.parse::<u32>().ok())
-                == Some(pid)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                    Some(keep(&fields))
+                })
+                .unwrap_or(false)
         })
         .collect()
 }
@@ -297,27 +302,10 @@ fn owns_listener(pid: u32, port: u16) -> bool {
 
 /// Live processes whose process group is `pgid`.
 fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // `pid (comm) state ppid pgrp ...`; comm may contain spaces.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-                    Some(fields.get(2)? == &pgid.to_string() && fields.first()? != &"Z")
-                })
-                .unwrap_or(false)
-        })
-        .collect()
+    let pgid = pgid.to_string();
+    processes_where(|fields| fields.get(2) == Some(&pgid.as_str()) && fields.first() != Some(&"Z"))
 }
 
-/// The binary under test in its own process group, so one kill reaches
-/// the workers of a multi-process run too.
 /// Spawns, retrying "text file busy": a binary a test just wrote (a copy
 /// for an upgrade test) can still be open for writing in a child another
 /// test thread forked meanwhile, until that child execs. Bounded.
@@ -335,6 +323,8 @@ fn spawn_retrying_busy(mut spawn: impl FnMut() -> io::Result<Child>) -> io::Resu
     }
 }
 
+/// The binary under test in its own process group, so one kill reaches
+/// the workers of a multi-process run too.
 fn lb_command(binary: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(binary);
     command.args(args).stdin(Stdio::null()).process_group(0);
