@@ -94,7 +94,7 @@ impl Session {
 
     fn flush_outhead(&mut self, cx: &mut Ctx<'_>) -> Step {
         let head = &self.outhead[self.outhead_pos..];
-        match write_edge(&mut self.client, head, &[], &mut self.writable) {
+        match write_edge(&self.client, head, &[], &mut self.writable) {
             Ok(Some(n)) => {
                 self.outhead_pos += n;
                 self.last_io = cx.now;

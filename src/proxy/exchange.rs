@@ -60,7 +60,7 @@ impl Session {
             }
             return Ok(false);
         }
-        match write_edge(&mut up.stream, head, body, &mut up.writable) {
+        match write_edge(&up.stream, head, body, &mut up.writable) {
             Ok(Some(n)) => {
                 let from_head = n.min(head.len());
                 self.uphead_pos += from_head;
@@ -200,12 +200,7 @@ impl Session {
         if self.upstream_eof {
             return Ok(Read::Blocked);
         }
-        let read = read_edge(
-            &mut up.buf,
-            &mut up.stream,
-            &mut up.readable,
-            up.read_closed,
-        );
+        let read = read_edge(&mut up.buf, &up.stream, &mut up.readable, up.read_closed);
         let read = read.map_err(|_| "read from backend failed")?;
         if matches!(read, Read::Data) {
             self.last_io = cx.now;
@@ -293,7 +288,7 @@ impl Session {
         }
         let head = &self.outhead[self.outhead_pos..];
         let body = &up.buf.data()[..self.down_pending];
-        match write_edge(&mut self.client, head, body, &mut self.writable) {
+        match write_edge(&self.client, head, body, &mut self.writable) {
             Ok(Some(n)) => {
                 let from_head = n.min(head.len());
                 self.outhead_pos += from_head;

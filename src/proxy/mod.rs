@@ -591,7 +591,7 @@ impl Session {
     fn read_client(&mut self, cx: &Ctx<'_>) -> Result<Read, Close> {
         let read = read_edge(
             &mut self.inbuf,
-            &mut self.client,
+            &self.client,
             &mut self.readable,
             self.read_closed,
         );
@@ -616,7 +616,7 @@ enum Read {
 /// the end of stream shows.
 fn read_edge(
     buf: &mut Buf,
-    src: &mut TcpStream,
+    src: &TcpStream,
     readable: &mut bool,
     read_closed: bool,
 ) -> io::Result<Read> {
@@ -645,7 +645,7 @@ fn read_edge(
 /// A short write means the socket buffer is full; the next writable edge
 /// says when there is room.
 fn write_edge(
-    dst: &mut TcpStream,
+    dst: &TcpStream,
     a: &[u8],
     b: &[u8],
     writable: &mut bool,

@@ -65,7 +65,7 @@ impl Session {
         let Some(up) = cx.pool.get_mut(key) else {
             return Err(Close);
         };
-        match write_edge(&mut up.stream, self.inbuf.data(), &[], &mut up.writable) {
+        match write_edge(&up.stream, self.inbuf.data(), &[], &mut up.writable) {
             Ok(Some(n)) => {
                 self.inbuf.consume(n);
                 self.last_io = cx.now;
