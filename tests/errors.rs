@@ -683,6 +683,45 @@ fn malformed_backend_responses_are_502() {
 }
 
 #[test]
+fn unusual_but_valid_backend_heads_are_relayed_in_canonical_form() {
+    // A status line without a reason phrase once panicked the worker; bare
+    // LF line ends are accepted from a backend but never passed on.
+    let heads: [(&'static [u8], &str); 2] = [
+        (
+            b"HTTP/1.1 204\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 204 \r\n",
+        ),
+        (
+            b"HTTP/1.1 200 OK\nX-A: 1\nContent-Length: 2\nConnection: close\n\nok",
+            "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n",
+        ),
+    ];
+    let routes = heads
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| (format!("/odd/{i}"), Act::Send(h)))
+        .collect();
+    let backend = FakeBackend::start(routes);
+    let lb = Lb::start(&["-b", &backend.arg()]);
+    for (i, (sent, want)) in heads.iter().enumerate() {
+        let request = format!("GET /odd/{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let text = exchange(lb.port(), request.as_bytes()).text();
+        assert!(
+            text.starts_with(want),
+            "backend sent {:?}, client got {text:?}",
+            String::from_utf8_lossy(sent)
+        );
+        let head = text.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(
+            !head.replace("\r\n", "").contains('\n'),
+            "bare LF reached the client: {text:?}"
+        );
+        assert_still_serves(&lb);
+    }
+    assert_eq!(backend.hits(), heads.len());
+}
+
+#[test]
 fn backend_closing_before_answering_is_502() {
     let backend = FakeBackend::start(vec![("/close".into(), Act::Close)]);
     let lb = Lb::start(&["-b", &backend.arg()]);

@@ -61,9 +61,15 @@ pub struct Span {
 }
 
 impl Span {
-    /// The span of `part`, which must be a sub-slice of `buf`.
+    /// The span of `part`, a sub-slice of `buf`. httparse hands out some
+    /// empty parts (the reason of `HTTP/1.1 204` and CRLF) as a static `""`
+    /// that lies elsewhere: those become the empty span at 0.
     fn within(buf: &[u8], part: &[u8]) -> Span {
-        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        if start > buf.len() || part.len() > buf.len() - start {
+            debug_assert!(part.is_empty(), "a non-empty part outside its buffer");
+            return Span::default();
+        }
         Span {
             start: start as u32,
             end: (start + part.len()) as u32,
