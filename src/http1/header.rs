@@ -45,9 +45,9 @@ impl Kind {
 }
 
 /// Classifies a field name; the length switch keeps this to one or two
-/// case-insensitive compares for any name.
+/// compares for any name.
 pub(crate) fn classify(name: &[u8]) -> Kind {
-    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    let is = |lower: &str| token_is(name, lower.as_bytes());
     match name.len() {
         2 if is("te") => Kind::Te,
         3 if is("via") => Kind::Via,
@@ -67,6 +67,20 @@ pub(crate) fn classify(name: &[u8]) -> Kind {
         17 if is("x-forwarded-proto") => Kind::XForwardedProto,
         _ => Kind::Other,
     }
+}
+
+/// Case-insensitive equality of a field name with `lower`, a lowercase name
+/// of letters, digits and `-`. Setting bit 5 lowercases a letter and leaves
+/// a digit or `-` as it is; the only other bytes it maps onto those are
+/// control characters, which a parsed name (a token) cannot contain. No
+/// early exit, so the compiler compares a whole name in a few wide steps.
+fn token_is(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .fold(0u8, |diff, (&a, &b)| diff | ((a | 0x20) ^ b))
+            == 0
 }
 
 /// One header field of a parsed head, as offsets into the head's buffer.
@@ -100,6 +114,35 @@ impl Fields {
             .any(|t| t.get(buf).eq_ignore_ascii_case(name))
     }
 
+    /// Appends the fields `keep` accepts. Adjacent field lines that end in
+    /// CRLF right after their value go out as they came, in one copy per
+    /// run (a typical head is one or two runs); any other line is written
+    /// anew as `Name: value`, so a bare-LF line ending never travels on.
+    pub fn write_kept(&self, buf: &[u8], out: &mut Vec<u8>, mut keep: impl FnMut(&Field) -> bool) {
+        let mut run = 0..0;
+        for f in &self.list {
+            if !keep(f) {
+                out.extend_from_slice(&buf[run.clone()]);
+                run = 0..0;
+                continue;
+            }
+            let (start, end) = (f.name.start as usize, f.value.end as usize);
+            let crlf = buf.get(end..end + 2) == Some(b"\r\n");
+            if crlf && start == run.end && !run.is_empty() {
+                run.end = end + 2;
+                continue;
+            }
+            out.extend_from_slice(&buf[run.clone()]);
+            run = 0..0;
+            if crlf {
+                run = start..end + 2;
+            } else {
+                put_field(out, f.name.get(buf), f.value.get(buf));
+            }
+        }
+        out.extend_from_slice(&buf[run]);
+    }
+
     /// Writes the values of every `kind` field followed by ", ", so the
     /// proxy's own element can follow (a list field split over several lines
     /// is one list, RFC 9110 §5.3).
@@ -112,6 +155,14 @@ impl Fields {
             }
         }
     }
+}
+
+/// Appends one field line, `Name: value` and CRLF.
+pub(crate) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Iterates the trimmed, non-empty elements of a comma-separated list.
@@ -202,6 +253,13 @@ mod tests {
         assert_eq!(classify(b"x-forwarded-for"), Kind::XForwardedFor);
         assert_eq!(classify(b"Content-Type"), Kind::Other);
         assert_eq!(classify(b"te"), Kind::Te);
+        assert_eq!(classify(b"HTTP2-Settings"), Kind::Http2Settings);
+        // Same length, one byte off, and bytes that differ only in bit 5
+        // from a name's own characters.
+        assert_eq!(classify(b"Content-Lengtx"), Kind::Other);
+        assert_eq!(classify(b"Connection_"), Kind::Other);
+        assert_eq!(classify(b"keep_alive"), Kind::Other);
+        assert_eq!(classify(b"X-Forwarded-Fo^"), Kind::Other);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::header::{self, Field, Fields, Kind};
+use super::header::{self, Field, Fields, Kind, put_field};
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
 
 /// Most field names one `Connection` header section may list besides the
@@ -241,24 +241,34 @@ impl RequestHead {
     /// Appends the head to send to a backend: HTTP/1.1, hop-by-hop fields
     /// dropped, forwarding fields added (SPEC §5).
     pub fn write_for_backend(&self, buf: &[u8], rw: &RequestRewrite<'_>, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.method_span.get(buf));
-        out.push(b' ');
-        out.extend_from_slice(self.target.get(buf));
-        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let method = self.method_span.get(buf);
+        let target = self.target.get(buf);
+        let line_end = self.target.end as usize + b" HTTP/1.1\r\n".len();
+        match buf.get(self.target.end as usize..line_end) {
+            // Already what we would write: copy it whole.
+            Some(b" HTTP/1.1\r\n") if self.method_span.end + 1 == self.target.start => {
+                out.extend_from_slice(&buf[self.method_span.start as usize..line_end]);
+            }
+            _ => {
+                out.extend_from_slice(method);
+                out.push(b' ');
+                out.extend_from_slice(target);
+                out.extend_from_slice(b" HTTP/1.1\r\n");
+            }
+        }
 
         let mut host_written = false;
-        for f in &self.fields.list {
-            if f.kind.is_hop_by_hop() || self.fields.named_by_connection(buf, f.name) {
-                continue;
+        self.fields.write_kept(buf, out, |f| {
+            let keep = match f.kind {
+                Kind::XForwardedFor | Kind::XForwardedProto | Kind::Via => false,
+                Kind::Host if rw.override_host => false,
+                kind => !kind.is_hop_by_hop() && !self.fields.named_by_connection(buf, f.name),
+            };
+            if keep && f.kind == Kind::Host {
+                host_written = true;
             }
-            match f.kind {
-                Kind::XForwardedFor | Kind::XForwardedProto | Kind::Via => continue,
-                Kind::Host if rw.override_host => continue,
-                Kind::Host => host_written = true,
-                _ => {}
-            }
-            put_field(out, f.name.get(buf), f.value.get(buf));
-        }
+            keep
+        });
         if !host_written {
             put_field(out, b"Host", rw.host);
         }
@@ -282,13 +292,6 @@ impl RequestHead {
         out.extend_from_slice(VIA_NAME.as_bytes());
         out.extend_from_slice(b"\r\n\r\n");
     }
-}
-
-pub(crate) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Finds `name=<16 hex digits>` among the `; `-separated pairs of a Cookie.
@@ -428,6 +431,36 @@ mod tests {
             "GET /x?y HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\
              X-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\
              Via: 1.1 edge, 1.1 load_balancer\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn rewrite_copies_clean_lines_and_mends_the_rest() {
+        // Runs of kept CRLF lines go out byte for byte (spacing included);
+        // a bare-LF line and an HTTP/1.0 request line are written anew.
+        let out = rewritten(
+            b"GET /a HTTP/1.1\r\nHost:h\r\nA:  1\r\nConnection: x\r\nX: 0\r\nB: 2\nC: 3\r\n\r\n",
+            &PLAIN,
+        );
+        assert_eq!(
+            out,
+            "GET /a HTTP/1.1\r\nHost:h\r\nA:  1\r\nB: 2\r\nC: 3\r\n\
+             X-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\
+             Via: 1.1 load_balancer\r\n\r\n"
+        );
+        let out = rewritten(b"\r\nPOST /b HTTP/1.0\r\nHost: h\r\n\r\n", &PLAIN);
+        assert!(
+            out.starts_with("POST /b HTTP/1.1\r\nHost: h\r\nX-"),
+            "{out}"
+        );
+        // A Host named by Connection is dropped, and the backend's own sent.
+        let out = rewritten(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: host\r\n\r\n",
+            &PLAIN,
+        );
+        assert!(
+            out.starts_with("GET / HTTP/1.1\r\nHost: backend:80\r\nX-"),
+            "{out}"
         );
     }
 

@@ -4,8 +4,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::header::{self, Field, Fields, Kind};
-use super::request::put_field;
+use super::header::{self, Field, Fields, Kind, put_field};
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
 
 /// What the client-bound copy of the head needs beyond the head itself.
@@ -199,20 +198,28 @@ impl ResponseHead {
 
     /// Appends the head to send to the client.
     pub fn write_for_client(&self, buf: &[u8], rw: &ResponseRewrite, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        push_status(out, self.status);
-        out.push(b' ');
-        out.extend_from_slice(self.reason.get(buf));
-        out.extend_from_slice(b"\r\n");
-        for f in &self.fields.list {
-            if f.kind.is_hop_by_hop()
-                || f.kind == Kind::Via
-                || self.fields.named_by_connection(buf, f.name)
-            {
-                continue;
-            }
-            put_field(out, f.name.get(buf), f.value.get(buf));
+        let reason = self.reason.get(buf);
+        let line_end = self.reason.end as usize + 2;
+        // `HTTP/1.1 ddd reason` and CRLF is already what we would write.
+        let verbatim = self.version == Some(Version::Http11)
+            && self.reason.start == 13
+            && buf.starts_with(b"HTTP/1.1 ")
+            && buf.get(12) == Some(&b' ')
+            && buf.get(line_end - 2..line_end) == Some(b"\r\n");
+        if verbatim {
+            out.extend_from_slice(&buf[..line_end]);
+        } else {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            push_status(out, self.status);
+            out.push(b' ');
+            out.extend_from_slice(reason);
+            out.extend_from_slice(b"\r\n");
         }
+        self.fields.write_kept(buf, out, |f| {
+            !f.kind.is_hop_by_hop()
+                && f.kind != Kind::Via
+                && !self.fields.named_by_connection(buf, f.name)
+        });
         // Also on a HEAD answer: it describes what a GET would get.
         if self.chunked && !rw.client_http10 {
             put_field(out, b"Transfer-Encoding", self.transfer_encoding.get(buf));
@@ -432,6 +439,34 @@ mod tests {
             "{text}"
         );
         assert!(!r.client_can_continue(true) && r.client_can_continue(false));
+    }
+
+    #[test]
+    fn rewrite_copies_clean_lines_and_mends_the_rest() {
+        let rw = ResponseRewrite {
+            close: false,
+            client_http10: false,
+            set_sticky: None,
+        };
+        let rewrite = |input: &[u8]| {
+            let mut out = Vec::new();
+            parse(input).write_for_client(input, &rw, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            rewrite(b"HTTP/1.1 200 OK\r\nA:1\r\nConnection: keep-alive\r\nB: 2\nC: 3\r\n\r\n"),
+            "HTTP/1.1 200 OK\r\nA:1\r\nB: 2\r\nC: 3\r\nVia: 1.1 load_balancer\r\n\r\n"
+        );
+        // No reason phrase at all (this used to panic the worker), an empty
+        // field value, and an HTTP/1.0 status line.
+        assert_eq!(
+            rewrite(b"HTTP/1.1 204\r\nX-Empty:\r\nY: \r\n\r\n"),
+            "HTTP/1.1 204 \r\nX-Empty:\r\nY: \r\nVia: 1.1 load_balancer\r\n\r\n"
+        );
+        assert!(
+            rewrite(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .starts_with("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nVia: 1.0 ")
+        );
     }
 
     #[test]
