@@ -26,6 +26,9 @@ pub(crate) enum Kind {
     IdempotencyKey,
 }
 
+// `Fields` keeps one bit per kind in a u32.
+const _: () = assert!((Kind::IdempotencyKey as u32) < 32);
+
 impl Kind {
     /// Hop-by-hop fields (RFC 9110 §7.6.1, plus Proxy-Connection and the h2c
     /// upgrade settings) are never forwarded as they came.
@@ -72,15 +75,34 @@ pub(crate) fn classify(name: &[u8]) -> Kind {
 /// Case-insensitive equality of a field name with `lower`, a lowercase name
 /// of letters, digits and `-`. Setting bit 5 lowercases a letter and leaves
 /// a digit or `-` as it is; the only other bytes it maps onto those are
-/// control characters, which a parsed name (a token) cannot contain. No
-/// early exit, so the compiler compares a whole name in a few wide steps.
+/// control characters, which a parsed name (a token) cannot contain. Names
+/// of 8 bytes or more are compared a word at a time, the last word
+/// overlapping the one before.
 fn token_is(name: &[u8], lower: &[u8]) -> bool {
-    name.len() == lower.len()
-        && name
+    const BIT5: u64 = 0x2020_2020_2020_2020;
+    let n = name.len();
+    if n != lower.len() {
+        return false;
+    }
+    if n < 8 {
+        return name
             .iter()
             .zip(lower)
             .fold(0u8, |diff, (&a, &b)| diff | ((a | 0x20) ^ b))
-            == 0
+            == 0;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut diff = (word(name, n - 8) | BIT5) ^ word(lower, n - 8);
+    let mut at = 0;
+    while at + 8 < n {
+        diff |= (word(name, at) | BIT5) ^ word(lower, at);
+        at += 8;
+    }
+    diff == 0
 }
 
 /// One header field of a parsed head, as offsets into the head's buffer.
@@ -95,19 +117,31 @@ pub(crate) struct Field {
 /// as spans into the head's buffer. Shared by requests and responses.
 #[derive(Debug, Default)]
 pub(crate) struct Fields {
-    pub list: Vec<Field>,
+    list: Vec<Field>,
     /// Field names listed in `Connection`: hop-by-hop, never forwarded.
     pub connection_names: Vec<Span>,
+    /// One bit per `Kind` present, so the rewrite skips scans for fields
+    /// a head does not have (most have no `Via` or `X-Forwarded-For`).
+    kinds: u32,
 }
 
 impl Fields {
     pub fn clear(&mut self) {
         self.list.clear();
         self.connection_names.clear();
+        self.kinds = 0;
+    }
+
+    pub fn push(&mut self, field: Field) {
+        self.kinds |= 1 << field.kind as u32;
+        self.list.push(field);
     }
 
     /// Whether `Connection` names the field called `name`.
     pub fn named_by_connection(&self, buf: &[u8], name: Span) -> bool {
+        if self.connection_names.is_empty() {
+            return false;
+        }
         let name = name.get(buf);
         self.connection_names
             .iter()
@@ -147,6 +181,9 @@ impl Fields {
     /// proxy's own element can follow (a list field split over several lines
     /// is one list, RFC 9110 §5.3).
     pub fn append_values(&self, buf: &[u8], kind: Kind, out: &mut Vec<u8>) {
+        if self.kinds & (1 << kind as u32) == 0 {
+            return;
+        }
         for f in self.list.iter().filter(|f| f.kind == kind) {
             let v = trim(f.value.get(buf));
             if !v.is_empty() {
@@ -257,6 +294,8 @@ mod tests {
         // Same length, one byte off, and bytes that differ only in bit 5
         // from a name's own characters.
         assert_eq!(classify(b"Content-Lengtx"), Kind::Other);
+        assert_eq!(classify(b"Xontent-Length"), Kind::Other);
+        assert_eq!(classify(b"Transfer-Encodin_"), Kind::Other);
         assert_eq!(classify(b"Connection_"), Kind::Other);
         assert_eq!(classify(b"keep_alive"), Kind::Other);
         assert_eq!(classify(b"X-Forwarded-Fo^"), Kind::Other);

@@ -192,7 +192,7 @@ impl RequestHead {
                 }
                 _ => {}
             }
-            self.fields.list.push(Field {
+            self.fields.push(Field {
                 kind,
                 name: Span::within(buf, h.name.as_bytes()),
                 value: Span::within(buf, value),

@@ -131,7 +131,7 @@ impl ResponseHead {
                 Kind::Upgrade => self.upgrade = Some(Span::within(buf, value)),
                 _ => {}
             }
-            self.fields.list.push(Field {
+            self.fields.push(Field {
                 kind,
                 name: Span::within(buf, h.name.as_bytes()),
                 value: Span::within(buf, value),

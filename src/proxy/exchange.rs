@@ -71,6 +71,15 @@ impl Session {
                     self.release_held();
                 }
                 self.last_io = cx.now;
+                if self.uphead_pos == self.uphead.len()
+                    && self.body_pending == 0
+                    && self.req_body.is_done()
+                {
+                    // The common whole request in one write: done now
+                    // rather than on the next turn of the exchange loop.
+                    self.up_done = true;
+                    self.sent_at = cx.now;
+                }
                 Ok(true)
             }
             Ok(None) => Ok(false),
@@ -271,6 +280,9 @@ impl Session {
 
     /// Writes the response head and framed body bytes to the client.
     pub(super) fn send_down(&mut self, cx: &mut Ctx<'_>) -> Step {
+        if self.outhead_pos == self.outhead.len() && self.down_pending == 0 {
+            return Ok(false);
+        }
         let Some(up) = self.upstream.and_then(|k| cx.pool.get_mut(k)) else {
             return Err(Close);
         };
