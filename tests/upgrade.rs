@@ -39,6 +39,19 @@ impl BinaryCopy {
         std::fs::rename(&tmp, self.path()).expect("rename binary");
     }
 
+    /// `replace_with`, but the new file stays open for writing until the
+    /// returned handle is dropped.
+    fn replace_keeping_open(&self, source: &Path) -> std::fs::File {
+        let tmp = self.dir.join("load_balancer.new");
+        std::fs::copy(source, &tmp).expect("copy binary");
+        let writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&tmp)
+            .expect("open the new binary for writing");
+        std::fs::rename(&tmp, self.path()).expect("rename binary");
+        writer
+    }
+
     fn replace_with_script(&self, script: &str) {
         let tmp = self.dir.join("load_balancer.new");
         let mut f = std::fs::File::create(&tmp).expect("script");
@@ -284,4 +297,56 @@ fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     for _ in 0..20 {
         assert_eq!(get(lb.port(), "/").status, 200);
     }
+}
+
+#[test]
+fn a_binary_still_open_for_writing_is_retried_while_the_master_supervises() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let copy = BinaryCopy::new("busy");
+    let pid_file = copy.pid_file();
+    let lb = Lb::start_binary(
+        &copy.path(),
+        &[
+            "--mode",
+            "mp",
+            "-w",
+            "2",
+            "-b",
+            &backend_arg(&origin),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(5), || read_pid(&pid_file)
+        == Some(lb.pid())));
+    // A new binary put in place while still open for writing cannot be
+    // executed (ETXTBSY), as while a package manager is finishing it.
+    let writer = copy.replace_keeping_open(Path::new(env!("CARGO_BIN_EXE_load_balancer")));
+    let old = lb.pid();
+    let workers = children(old);
+    assert_eq!(workers.len(), 2);
+    lb.signal("USR2");
+    // Meanwhile the master still supervises: a killed worker is replaced
+    // while the upgrade waits for the file.
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &workers[0].to_string()])
+        .status();
+    assert!(
+        wait_until(Duration::from_millis(700), || {
+            let now = children(old);
+            now.len() == 2 && !now.contains(&workers[0])
+        }),
+        "no replacement worker while the upgrade waited: {:?}",
+        lb.stderr_lines()
+    );
+    assert!(lb.wait_for_log("still open for writing", Duration::from_secs(1)));
+    drop(writer);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_pid(&pid_file)
+            .is_some_and(|p| p != old)),
+        "the upgrade went ahead once the file was closed: {:?}",
+        lb.stderr_lines()
+    );
+    assert!(lb.wait_for_log("upgrade: new master", Duration::from_secs(5)));
+    assert_eq!(get(lb.port(), "/").status, 200);
 }

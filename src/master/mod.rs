@@ -38,6 +38,10 @@ const UPGRADE_LIMIT: Duration = Duration::from_secs(15);
 /// After handing over, the old master keeps its sockets this long, ready to
 /// take over again if the new master dies (automatic rollback).
 const ROLLBACK_WINDOW: Duration = Duration::from_secs(10);
+/// How long an upgrade waits for a binary that is still open for writing,
+/// and how often it tries to run it meanwhile.
+const EXEC_BUSY_LIMIT: Duration = Duration::from_secs(1);
+const EXEC_BUSY_RETRY: Duration = Duration::from_millis(20);
 const SIGNALS: Token = Token(0);
 
 /// One worker slot: its sockets outlive any number of worker processes.
@@ -54,6 +58,13 @@ struct Slot {
 
 enum Phase {
     Serving,
+    /// SIGUSR2 came but the binary was still open for writing somewhere
+    /// ("text file busy"): serving as usual, and trying again at `retry_at`
+    /// until `give_up_at`.
+    Launching {
+        retry_at: Instant,
+        give_up_at: Instant,
+    },
     /// A new master is starting on our sockets.
     Upgrading {
         successor: Child,
@@ -189,6 +200,7 @@ impl Master<'_> {
     fn next_deadline(&self) -> Option<Instant> {
         let phase = match &self.phase {
             Phase::Serving => None,
+            Phase::Launching { retry_at, .. } => Some(*retry_at),
             Phase::Upgrading { deadline, .. } | Phase::Stopping { deadline } => Some(*deadline),
             Phase::HandedOver { until, .. } => Some(*until),
         };
@@ -256,30 +268,36 @@ impl Master<'_> {
     }
 
     fn start_upgrade(&mut self, now: Instant) {
+        crate::info!("master upgrading: starting {}", self.binary.display());
+        self.launch_successor(now, now + EXEC_BUSY_LIMIT);
+        if matches!(self.phase, Phase::Launching { .. }) {
+            crate::info!(
+                "upgrade: the binary is still open for writing; retrying for up to {EXEC_BUSY_LIMIT:?}"
+            );
+        }
+    }
+
+    /// Starts the new master, or schedules another try while the binary is
+    /// busy: a file just written may still be open for writing (by the
+    /// package manager, or a copy still being closed) for a moment.
+    fn launch_successor(&mut self, now: Instant, give_up_at: Instant) {
         let sockets: Vec<&SlotSockets> = self
             .slots
             .iter()
             .filter_map(|s| s.sockets.as_ref())
             .collect();
-        crate::info!("master upgrading: starting {}", self.binary.display());
-        // A binary just written may still be open for writing somewhere
-        // ("text file busy") for a moment: retry briefly before giving up.
-        let mut attempt = upgrade::spawn_successor(&self.binary, &self.args, &sockets);
-        for _ in 0..50 {
-            match &attempt {
-                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                    std::thread::sleep(Duration::from_millis(20));
-                    attempt = upgrade::spawn_successor(&self.binary, &self.args, &sockets);
-                }
-                _ => break,
-            }
-        }
-        match attempt {
+        match upgrade::spawn_successor(&self.binary, &self.args, &sockets) {
             Ok((successor, ready)) => {
                 self.phase = Phase::Upgrading {
                     successor,
                     ready,
                     deadline: now + UPGRADE_LIMIT,
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && now < give_up_at => {
+                self.phase = Phase::Launching {
+                    retry_at: now + EXEC_BUSY_RETRY,
+                    give_up_at,
                 };
             }
             Err(e) => crate::error!(
@@ -293,6 +311,21 @@ impl Master<'_> {
     fn advance(&mut self, now: Instant) -> Option<Result<(), String>> {
         match std::mem::replace(&mut self.phase, Phase::Serving) {
             Phase::Serving => self.respawn_due(now),
+            Phase::Launching {
+                retry_at,
+                give_up_at,
+            } => {
+                self.respawn_due(now);
+                match now >= retry_at {
+                    true => self.launch_successor(now, give_up_at),
+                    false => {
+                        self.phase = Phase::Launching {
+                            retry_at,
+                            give_up_at,
+                        }
+                    }
+                }
+            }
             Phase::Upgrading {
                 mut successor,
                 mut ready,
@@ -400,7 +433,10 @@ impl Master<'_> {
     fn reap(&mut self, now: Instant) {
         self.retiring
             .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-        let respawn = matches!(self.phase, Phase::Serving | Phase::Upgrading { .. });
+        let respawn = matches!(
+            self.phase,
+            Phase::Serving | Phase::Launching { .. } | Phase::Upgrading { .. }
+        );
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(child) = slot.child.as_mut() else {
                 continue;
