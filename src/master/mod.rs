@@ -154,7 +154,7 @@ pub fn run(
         phase: Phase::Serving,
         report_ready_to,
     };
-    crate::info!("master starting {} workers", master.slots.len());
+    crate::info!("master starting {}", workers(master.slots.len()));
     master.respawn_due(now);
     master.run(&signals)
 }
@@ -222,9 +222,9 @@ impl Master<'_> {
 
     fn announce_serving(&mut self) -> Result<(), String> {
         crate::info!(
-            "master serving on {} with {} workers",
+            "master serving on {} with {}",
             self.config.listen,
-            self.slots.len()
+            workers(self.slots.len())
         );
         if let Some(path) = &self.config.pid_file {
             write_pid_file(path)
@@ -515,6 +515,11 @@ fn nonblocking_read(pipe: &mut std::io::PipeReader, buf: &mut [u8]) -> Option<us
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
     pipe.read(buf).ok()
+}
+
+/// "1 worker", "2 workers".
+fn workers(n: usize) -> String {
+    format!("{n} worker{}", if n == 1 { "" } else { "s" })
 }
 
 /// First respawn at once, then 250 ms doubling up to [`MAX_BACKOFF`].
