@@ -128,6 +128,24 @@ fn unresolvable_backend_host() {
 }
 
 #[test]
+fn a_backend_at_our_own_listen_address_would_loop() {
+    // Loopback reaches the default wildcard listener.
+    fails(
+        &["-b", "127.0.0.1:9001", "-b", "127.0.0.1:8080"],
+        &[
+            "backend 127.0.0.1:8080",
+            "own listen address 0.0.0.0:8080",
+            "loop",
+        ],
+    );
+    let path = config_file(r#"{"backends": [{"host": "127.0.0.1", "port": 9005}]}"#);
+    fails(
+        &["-c", path.to_str().expect("utf-8 path"), "-p", "9005"],
+        &["backend 127.0.0.1:9005", "own listen address"],
+    );
+}
+
+#[test]
 fn backend_with_config_file() {
     let path = config_file(r#"{"backends": [{"host": "127.0.0.1", "port": 9001}]}"#);
     let p = path.to_str().expect("utf-8 path");

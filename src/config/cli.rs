@@ -223,6 +223,12 @@ fn build(a: Args) -> Result<Config, String> {
             ));
         }
     }
+    if let Some(b) = backends.iter().find(|b| reaches(b.addr, listen)) {
+        return Err(format!(
+            "backend {} ({}) is this balancer's own listen address {listen}: requests would loop",
+            b.label, b.addr
+        ));
+    }
     Ok(Config {
         listen,
         backends,
@@ -244,6 +250,18 @@ fn build(a: Args) -> Result<Config, String> {
             response: a.response_timeout_ms,
         },
     })
+}
+
+/// Whether connecting to `backend` lands on a socket listening on `listen`.
+/// Only what is certain without asking the interfaces: the same address, or
+/// a wildcard listener reached through loopback (`[::]` is dual-stack here,
+/// `0.0.0.0` takes IPv4 only). A backend on another of this host's
+/// addresses is not caught.
+fn reaches(backend: SocketAddr, listen: SocketAddr) -> bool {
+    let ip = backend.ip();
+    let wildcard_takes = listen.ip().is_unspecified() && (listen.is_ipv6() || ip.is_ipv4());
+    backend.port() == listen.port()
+        && (ip == listen.ip() || (wildcard_takes && (ip.is_loopback() || ip.is_unspecified())))
 }
 
 /// Errors keep the path as typed; the `Config` holds it absolute so a reload
@@ -484,8 +502,8 @@ mod tests {
                 response: ms(4)
             }
         );
-        let c = parse(&["-b", "127.0.0.1:1", "--host", "[::]", "--port=1"]).unwrap();
-        assert_eq!(c.listen, "[::]:1".parse().unwrap());
+        let c = parse(&["-b", "127.0.0.1:1", "--host", "[::]", "--port=2"]).unwrap();
+        assert_eq!(c.listen, "[::]:2".parse().unwrap());
         let c = parse(&["-b", "127.0.0.1:1", "--pid-file", "lb.pid"]).unwrap();
         assert_eq!(
             c.pid_file,
@@ -529,6 +547,23 @@ mod tests {
         };
         assert_eq!(v, format!("load_balancer {}\n", env!("CARGO_PKG_VERSION")));
         assert_eq!(parse(&["--version"]).err(), parse(&["-V"]).err());
+    }
+
+    #[test]
+    fn a_backend_that_is_our_own_listener_is_caught_where_certain() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let listen_any = at("0.0.0.0:8080");
+        assert!(reaches(at("127.0.0.1:8080"), listen_any));
+        assert!(reaches(at("127.0.0.9:8080"), listen_any));
+        assert!(reaches(at("0.0.0.0:8080"), listen_any));
+        assert!(!reaches(at("127.0.0.1:8081"), listen_any));
+        // Another host, or another local address a specific listener does
+        // not accept on.
+        assert!(!reaches(at("192.0.2.7:8080"), listen_any));
+        assert!(!reaches(at("127.0.0.2:8080"), at("127.0.0.1:8080")));
+        assert!(reaches(at("[::1]:8080"), at("[::]:8080")));
+        assert!(reaches(at("127.0.0.1:8080"), at("[::]:8080")));
+        assert!(!reaches(at("[::1]:8080"), listen_any));
     }
 
     #[test]
@@ -598,6 +633,27 @@ mod tests {
             (
                 &["-b", "127.0.0.1:1", "--metrics-addr", "0.0.0.0:8080"],
                 "overlaps the listen address",
+            ),
+            (
+                &["-b", "127.0.0.1:8080"],
+                "backend 127.0.0.1:8080 (127.0.0.1:8080) is this balancer's own listen address 0.0.0.0:8080",
+            ),
+            (
+                &[
+                    "-b",
+                    "127.0.0.1:1",
+                    "-b",
+                    "[::1]:9000",
+                    "-p",
+                    "9000",
+                    "-H",
+                    "::",
+                ],
+                "backend [::1]:9000 ([::1]:9000) is this balancer's own listen address [::]:9000",
+            ),
+            (
+                &["-b", "10.0.0.1:9000", "-p", "9000", "-H", "10.0.0.1"],
+                "requests would loop",
             ),
             (
                 &["-b", "127.0.0.1:1", "-H", "localhost"],
