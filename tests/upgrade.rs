@@ -332,7 +332,7 @@ fn a_binary_still_open_for_writing_is_retried_while_the_master_supervises() {
         .args(["-9", &workers[0].to_string()])
         .status();
     assert!(
-        wait_until(Duration::from_millis(700), || {
+        wait_until(Duration::from_millis(1500), || {
             let now = children(old);
             now.len() == 2 && !now.contains(&workers[0])
         }),

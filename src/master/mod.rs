@@ -40,7 +40,7 @@ const UPGRADE_LIMIT: Duration = Duration::from_secs(15);
 const ROLLBACK_WINDOW: Duration = Duration::from_secs(10);
 /// How long an upgrade waits for a binary that is still open for writing,
 /// and how often it tries to run it meanwhile.
-const EXEC_BUSY_LIMIT: Duration = Duration::from_secs(1);
+const EXEC_BUSY_LIMIT: Duration = Duration::from_secs(2);
 const EXEC_BUSY_RETRY: Duration = Duration::from_millis(20);
 const SIGNALS: Token = Token(0);
 
