@@ -148,14 +148,21 @@ impl Fields {
             .any(|t| t.get(buf).eq_ignore_ascii_case(name))
     }
 
-    /// Appends the fields `keep` accepts. Adjacent field lines that end in
-    /// CRLF right after their value go out as they came, in one copy per
-    /// run (a typical head is one or two runs); any other line is written
-    /// anew as `Name: value`, so a bare-LF line ending never travels on.
-    pub fn write_kept(&self, buf: &[u8], out: &mut Vec<u8>, mut keep: impl FnMut(&Field) -> bool) {
+    /// Appends the fields that travel to the next hop: never a hop-by-hop
+    /// one or one `Connection` names, nor any that `keep` refuses (it sees
+    /// only the others). Adjacent field lines that end in CRLF right after
+    /// their value go out as they came, in one copy per run (a typical head
+    /// is one or two runs); any other line is written anew as
+    /// `Name: value`, so a bare-LF line ending never travels on.
+    pub fn write_forwarded(
+        &self,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+        mut keep: impl FnMut(&Field) -> bool,
+    ) {
         let mut run = 0..0;
         for f in &self.list {
-            if !keep(f) {
+            if f.kind.is_hop_by_hop() || self.named_by_connection(buf, f.name) || !keep(f) {
                 out.extend_from_slice(&buf[run.clone()]);
                 run = 0..0;
                 continue;

@@ -241,8 +241,6 @@ impl RequestHead {
     /// Appends the head to send to a backend: HTTP/1.1, hop-by-hop fields
     /// dropped, forwarding fields added (SPEC §5).
     pub fn write_for_backend(&self, buf: &[u8], rw: &RequestRewrite<'_>, out: &mut Vec<u8>) {
-        let method = self.method_span.get(buf);
-        let target = self.target.get(buf);
         let line_end = self.target.end as usize + b" HTTP/1.1\r\n".len();
         match buf.get(self.target.end as usize..line_end) {
             // Already what we would write: copy it whole.
@@ -250,24 +248,23 @@ impl RequestHead {
                 out.extend_from_slice(&buf[self.method_span.start as usize..line_end]);
             }
             _ => {
-                out.extend_from_slice(method);
+                out.extend_from_slice(self.method_span.get(buf));
                 out.push(b' ');
-                out.extend_from_slice(target);
+                out.extend_from_slice(self.target.get(buf));
                 out.extend_from_slice(b" HTTP/1.1\r\n");
             }
         }
 
         let mut host_written = false;
-        self.fields.write_kept(buf, out, |f| {
-            let keep = match f.kind {
-                Kind::XForwardedFor | Kind::XForwardedProto | Kind::Via => false,
-                Kind::Host if rw.override_host => false,
-                kind => !kind.is_hop_by_hop() && !self.fields.named_by_connection(buf, f.name),
-            };
-            if keep && f.kind == Kind::Host {
+        self.fields.write_forwarded(buf, out, |f| match f.kind {
+            // Replaced by ours below.
+            Kind::XForwardedFor | Kind::XForwardedProto | Kind::Via => false,
+            Kind::Host if rw.override_host => false,
+            Kind::Host => {
                 host_written = true;
+                true
             }
-            keep
+            _ => true,
         });
         if !host_written {
             put_field(out, b"Host", rw.host);

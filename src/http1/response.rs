@@ -198,7 +198,6 @@ impl ResponseHead {
 
     /// Appends the head to send to the client.
     pub fn write_for_client(&self, buf: &[u8], rw: &ResponseRewrite, out: &mut Vec<u8>) {
-        let reason = self.reason.get(buf);
         let line_end = self.reason.end as usize + 2;
         // `HTTP/1.1 ddd reason` and CRLF is already what we would write.
         let verbatim = self.version == Some(Version::Http11)
@@ -212,14 +211,12 @@ impl ResponseHead {
             out.extend_from_slice(b"HTTP/1.1 ");
             push_status(out, self.status);
             out.push(b' ');
-            out.extend_from_slice(reason);
+            out.extend_from_slice(self.reason.get(buf));
             out.extend_from_slice(b"\r\n");
         }
-        self.fields.write_kept(buf, out, |f| {
-            !f.kind.is_hop_by_hop()
-                && f.kind != Kind::Via
-                && !self.fields.named_by_connection(buf, f.name)
-        });
+        // Via is replaced by ours below.
+        self.fields
+            .write_forwarded(buf, out, |f| f.kind != Kind::Via);
         // Also on a HEAD answer: it describes what a GET would get.
         if self.chunked && !rw.client_http10 {
             put_field(out, b"Transfer-Encoding", self.transfer_encoding.get(buf));

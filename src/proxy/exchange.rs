@@ -2,6 +2,8 @@
 //! connection: body streaming with backpressure, response-head handling,
 //! the one safe replay on a reused connection, and the end of the exchange.
 
+use std::time::Instant;
+
 use super::{Close, Ctx, Downward, Phase, Read, Session, Step, read_edge, trace_head, write_edge};
 use crate::config::Strategy;
 use crate::error::ProxyError;
@@ -53,12 +55,7 @@ impl Session {
         let head = &self.uphead[self.uphead_pos..];
         let body = &self.inbuf.data()[body_at..body_at + self.body_pending];
         if head.is_empty() && body.is_empty() {
-            if self.req_body.is_done() {
-                self.up_done = true;
-                self.sent_at = cx.now;
-                return Ok(true);
-            }
-            return Ok(false);
+            return Ok(self.note_request_sent(cx.now));
         }
         match write_edge(&up.stream, head, body, &mut up.writable) {
             Ok(Some(n)) => {
@@ -71,20 +68,27 @@ impl Session {
                     self.release_held();
                 }
                 self.last_io = cx.now;
-                if self.uphead_pos == self.uphead.len()
-                    && self.body_pending == 0
-                    && self.req_body.is_done()
-                {
-                    // The common whole request in one write: done now
-                    // rather than on the next turn of the exchange loop.
-                    self.up_done = true;
-                    self.sent_at = cx.now;
-                }
+                // The common whole request in one write is done now rather
+                // than on the next turn of the exchange loop.
+                self.note_request_sent(cx.now);
                 Ok(true)
             }
             Ok(None) => Ok(false),
             Err(_) => self.upstream_failed(cx, "write to backend failed"),
         }
+    }
+
+    /// Marks the request as wholly sent if it is: head written, body framed
+    /// to its end and written. `true` if it was marked.
+    fn note_request_sent(&mut self, now: Instant) -> bool {
+        let sent = self.uphead_pos == self.uphead.len()
+            && self.body_pending == 0
+            && self.req_body.is_done();
+        if sent {
+            self.up_done = true;
+            self.sent_at = now;
+        }
+        sent
     }
 
     /// Reads more of the request body. The next pipelined request is left in
