@@ -66,6 +66,28 @@ impl BinaryCopy {
     fn pid_file(&self) -> PathBuf {
         self.dir.join("lb.pid")
     }
+
+    /// Starts the balancer from this copy in mp mode with `workers` workers
+    /// and a pid file, and waits until the pid file names it.
+    fn start(&self, origin: &Origin, workers: &str) -> Lb {
+        let pid_file = self.pid_file();
+        let lb = Lb::start_binary(
+            &self.path(),
+            &[
+                "--mode",
+                "mp",
+                "-w",
+                workers,
+                "-b",
+                &backend_arg(origin),
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+            ],
+        );
+        assert!(wait_until(Duration::from_secs(5), || read_pid(&pid_file)
+            == Some(lb.pid())));
+        lb
+    }
 }
 
 impl Drop for BinaryCopy {
@@ -160,22 +182,8 @@ fn upgrade_under_load(new_binary: NewBinary) {
     };
     let copy = BinaryCopy::new(tag);
     let pid_file = copy.pid_file();
-    let mut lb = Lb::start_binary(
-        &copy.path(),
-        &[
-            "--mode",
-            "mp",
-            "-w",
-            workers,
-            "-b",
-            &backend_arg(&origin),
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-        ],
-    );
+    let mut lb = copy.start(&origin, workers);
     let port = lb.port();
-    assert!(wait_until(Duration::from_secs(5), || read_pid(&pid_file)
-        == Some(lb.pid())));
     let inodes = listen_inodes(port);
     assert_eq!(
         inodes.len(),
@@ -271,21 +279,7 @@ fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     let origin = Origin::start(OriginConfig::new("a")).expect("origin");
     let copy = BinaryCopy::new("broken");
     let pid_file = copy.pid_file();
-    let lb = Lb::start_binary(
-        &copy.path(),
-        &[
-            "--mode",
-            "mp",
-            "-w",
-            "2",
-            "-b",
-            &backend_arg(&origin),
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-        ],
-    );
-    assert!(wait_until(Duration::from_secs(5), || read_pid(&pid_file)
-        == Some(lb.pid())));
+    let lb = copy.start(&origin, "2");
     copy.replace_with_script("#!/bin/sh\nexit 1\n");
     lb.signal("USR2");
     assert!(
@@ -304,21 +298,7 @@ fn a_binary_still_open_for_writing_is_retried_while_the_master_supervises() {
     let origin = Origin::start(OriginConfig::new("a")).expect("origin");
     let copy = BinaryCopy::new("busy");
     let pid_file = copy.pid_file();
-    let lb = Lb::start_binary(
-        &copy.path(),
-        &[
-            "--mode",
-            "mp",
-            "-w",
-            "2",
-            "-b",
-            &backend_arg(&origin),
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-        ],
-    );
-    assert!(wait_until(Duration::from_secs(5), || read_pid(&pid_file)
-        == Some(lb.pid())));
+    let lb = copy.start(&origin, "2");
     // A new binary put in place while still open for writing cannot be
     // executed (ETXTBSY), as while a package manager is finishing it.
     let writer = copy.replace_keeping_open(Path::new(env!("CARGO_BIN_EXE_load_balancer")));
