@@ -3,6 +3,10 @@
 //!
 //! Capacity is fixed per connection (it only grows once, for a large request
 //! head), which is what bounds memory per connection whatever the body size.
+//! A connection holds storage only while it has bytes to keep: a `BufPool`
+//! lends it before a read and takes it back once the buffer is empty, so an
+//! idle keep-alive connection costs no buffer, and the storage a worker
+//! reuses stays warm in its CPU's cache.
 
 use std::io::{self, Read};
 
@@ -22,6 +26,19 @@ impl Buf {
         }
     }
 
+    /// A buffer without storage: it holds nothing until a pool lends some.
+    pub const fn empty() -> Buf {
+        Buf {
+            data: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn has_storage(&self) -> bool {
+        !self.data.is_empty()
+    }
+
     pub fn data(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }
@@ -38,9 +55,10 @@ impl Buf {
         self.data.len()
     }
 
-    /// No room left even after moving the data to the front.
+    /// No room left even after moving the data to the front (a buffer
+    /// without storage is not full: a pool lends it room before a read).
     pub fn is_full(&self) -> bool {
-        self.len() == self.data.len()
+        self.len() == self.data.len() && self.has_storage()
     }
 
     pub fn consume(&mut self, n: usize) {
@@ -89,6 +107,63 @@ impl Buf {
     }
 }
 
+/// Storage for the buffers of one worker's connections, all of one size.
+/// Lent last-in first-out, so the storage in use is the storage touched
+/// most recently. What stayed unused for a whole trim interval is freed.
+#[derive(Debug)]
+pub struct BufPool {
+    size: usize,
+    free: Vec<Vec<u8>>,
+    /// The fewest free buffers seen since the last trim: that many were not
+    /// needed during the interval.
+    low: usize,
+}
+
+impl BufPool {
+    pub fn new(size: usize) -> BufPool {
+        BufPool {
+            size,
+            free: Vec::new(),
+            low: 0,
+        }
+    }
+
+    /// Gives `buf` storage if it has none.
+    pub fn lend(&mut self, buf: &mut Buf) {
+        if buf.has_storage() {
+            return;
+        }
+        buf.data = self.free.pop().unwrap_or_else(|| vec![0; self.size]);
+        buf.start = 0;
+        buf.end = 0;
+        self.low = self.low.min(self.free.len());
+    }
+
+    /// Takes back the storage of an empty buffer; one that holds bytes keeps
+    /// it. Storage grown for a large head is freed rather than kept.
+    pub fn reclaim(&mut self, buf: &mut Buf) {
+        if !buf.is_empty() || !buf.has_storage() {
+            return;
+        }
+        let data = std::mem::take(&mut buf.data);
+        if data.len() == self.size {
+            self.free.push(data);
+        }
+    }
+
+    /// Frees the storage that was not lent since the last trim, oldest
+    /// first; what a steady load needs stays.
+    pub fn trim(&mut self) {
+        self.free.drain(..self.low.min(self.free.len()));
+        self.low = self.free.len();
+    }
+
+    /// Storage held for later loans.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +180,55 @@ mod tests {
         assert_eq!(b.data(), b"fghij");
         b.consume(5);
         assert!(b.is_empty() && b.tail_room() == 8);
+    }
+
+    #[test]
+    fn storage_is_lent_while_needed_and_trimmed_when_unused() {
+        let mut pool = BufPool::new(8);
+        let mut a = Buf::empty();
+        assert!(a.is_empty() && !a.is_full() && a.capacity() == 0);
+        pool.lend(&mut a);
+        assert_eq!(a.capacity(), 8);
+        let mut src: &[u8] = b"abc";
+        a.read_from(&mut src).unwrap();
+        // Holding bytes: the storage stays.
+        pool.reclaim(&mut a);
+        assert_eq!((a.data(), pool.free_count()), (&b"abc"[..], 0));
+        a.consume(3);
+        pool.reclaim(&mut a);
+        assert_eq!((a.capacity(), pool.free_count()), (0, 1));
+        // The storage returned last is lent next.
+        let mut b = Buf::empty();
+        pool.lend(&mut b);
+        assert_eq!((b.capacity(), pool.free_count()), (8, 0));
+        // Grown storage is not kept.
+        b.grow_to(16);
+        pool.reclaim(&mut b);
+        assert_eq!((b.capacity(), pool.free_count()), (0, 0));
+    }
+
+    #[test]
+    fn trim_frees_only_what_a_whole_interval_left_unused() {
+        let mut pool = BufPool::new(4);
+        let mut bufs: Vec<Buf> = (0..3).map(|_| Buf::empty()).collect();
+        for b in &mut bufs {
+            pool.lend(b);
+        }
+        for b in &mut bufs {
+            pool.reclaim(b);
+        }
+        pool.trim();
+        assert_eq!(pool.free_count(), 3);
+        // Two are lent and returned during the next interval: one stayed
+        // unused throughout and goes.
+        pool.lend(&mut bufs[0]);
+        pool.lend(&mut bufs[1]);
+        pool.reclaim(&mut bufs[0]);
+        pool.reclaim(&mut bufs[1]);
+        pool.trim();
+        assert_eq!(pool.free_count(), 2);
+        // A quiet interval frees the rest.
+        pool.trim();
+        assert_eq!(pool.free_count(), 0);
     }
 }

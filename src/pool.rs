@@ -14,11 +14,12 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use crate::buffer::Buf;
+use crate::buffer::{Buf, BufPool};
 use crate::upstream::BackendId;
 use crate::worker::token;
 
-/// Read buffer per backend connection: the response direction's bound.
+/// Read buffer per busy backend connection: the response direction's bound.
+/// Idle connections hand theirs back to the pool's `BufPool`.
 pub const UPSTREAM_BUF: usize = 32 * 1024;
 
 /// One connection to a backend.
@@ -26,7 +27,8 @@ pub const UPSTREAM_BUF: usize = 32 * 1024;
 pub struct Upstream {
     pub stream: TcpStream,
     pub backend: BackendId,
-    /// Bytes read from the backend, not yet relayed.
+    /// Bytes read from the backend, not yet relayed. Storage is lent by
+    /// `Pool::get_for_read` and taken back when the connection goes idle.
     pub buf: Buf,
     /// Readiness remembered from edge-triggered events; cleared on WouldBlock.
     pub readable: bool,
@@ -57,6 +59,7 @@ pub struct Pool {
     idle: Vec<Vec<usize>>,
     max_idle: usize,
     default_idle: Duration,
+    bufs: BufPool,
 }
 
 impl Pool {
@@ -68,6 +71,7 @@ impl Pool {
                 .collect(),
             max_idle,
             default_idle,
+            bufs: BufPool::new(UPSTREAM_BUF),
         }
     }
 
@@ -77,6 +81,13 @@ impl Pool {
 
     pub fn get_mut(&mut self, key: usize) -> Option<&mut Upstream> {
         self.conns.get_mut(key)
+    }
+
+    /// A connection about to be read from, with buffer storage to read into.
+    pub fn get_for_read(&mut self, key: usize) -> Option<&mut Upstream> {
+        let conn = self.conns.get_mut(key)?;
+        self.bufs.lend(&mut conn.buf);
+        Some(conn)
     }
 
     /// Idle connections to `backend` right now.
@@ -125,7 +136,7 @@ impl Pool {
         entry.insert(Upstream {
             stream,
             backend,
-            buf: Buf::with_capacity(UPSTREAM_BUF),
+            buf: Buf::empty(),
             readable: false,
             writable: false,
             read_closed: false,
@@ -160,6 +171,7 @@ impl Pool {
             self.close(key, registry);
             return;
         }
+        self.bufs.reclaim(&mut conn.buf);
         conn.owner = None;
         conn.served += 1;
         conn.idle_until = now + idle_window(keep_alive_timeout, self.default_idle);
@@ -173,6 +185,8 @@ impl Pool {
                 self.idle[conn.backend.0].retain(|&k| k != key);
             }
             let _ = registry.deregister(&mut conn.stream);
+            conn.buf.clear();
+            self.bufs.reclaim(&mut conn.buf);
         }
     }
 
@@ -189,9 +203,11 @@ impl Pool {
         }
     }
 
-    /// Closes idle connections past their window. The oldest sit at the
-    /// bottom of each stack, so this stops at the first live one.
+    /// Closes idle connections past their window (the oldest sit at the
+    /// bottom of each stack, so this stops at the first live one) and frees
+    /// buffer storage unused since the last sweep.
     pub fn sweep(&mut self, now: Instant, registry: &Registry) {
+        self.bufs.trim();
         let Pool { conns, idle, .. } = self;
         for stack in idle.iter_mut() {
             let expired = stack

@@ -87,7 +87,7 @@ impl Session {
         if close || cx.draining {
             self.linger(cx);
         } else {
-            self.enter_read_head(cx.now);
+            self.enter_read_head(cx);
         }
         Ok(true)
     }

@@ -207,12 +207,12 @@ impl Session {
         cx: &mut Ctx<'_>,
         key: usize,
     ) -> Result<Read, &'static str> {
-        let Some(up) = cx.pool.get_mut(key) else {
-            return Err("connection lost");
-        };
         if self.upstream_eof {
             return Ok(Read::Blocked);
         }
+        let Some(up) = cx.pool.get_for_read(key) else {
+            return Err("connection lost");
+        };
         let read = read_edge(&mut up.buf, &up.stream, &mut up.readable, up.read_closed);
         let read = read.map_err(|_| "read from backend failed")?;
         if matches!(read, Read::Data) {
@@ -356,7 +356,7 @@ impl Session {
             self.linger(cx);
             return Ok(true);
         }
-        self.enter_read_head(cx.now);
+        self.enter_read_head(cx);
         Ok(true)
     }
 

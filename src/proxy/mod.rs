@@ -21,7 +21,7 @@ use mio::net::TcpStream;
 use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags};
 
 use crate::balance::{Balancer, STICKY_COOKIE};
-use crate::buffer::Buf;
+use crate::buffer::{Buf, BufPool};
 use crate::config::{Config, Strategy};
 use crate::error::ProxyError;
 use crate::health::Health;
@@ -33,7 +33,8 @@ use crate::worker::timer::{TimerKey, Timers};
 
 /// Client read buffer: one request head fits in the common case; it grows
 /// once, to just over `MAX_HEAD`, for a connection that sends a huge head.
-const CLIENT_BUF: usize = 16 * 1024;
+/// Lent from the worker's `BufPool` only while the connection has bytes.
+pub const CLIENT_BUF: usize = 16 * 1024;
 /// Backends tried for one request before giving up (each at most once).
 const MAX_TRIES: usize = 8;
 /// How long a closed-by-us connection is drained so the client reads our
@@ -48,6 +49,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     pub registry: &'a Registry,
     pub pool: &'a mut Pool,
+    /// Storage for client read buffers (`CLIENT_BUF` each).
+    pub bufs: &'a mut BufPool,
     pub balancer: &'a mut Balancer,
     pub backends: &'a [Backend],
     /// `Host` value sent to each backend when its own name is used.
@@ -236,7 +239,7 @@ impl Session {
             readable: true,
             writable: true,
             read_closed: false,
-            inbuf: Buf::with_capacity(CLIENT_BUF),
+            inbuf: Buf::empty(),
             phase: Phase::ReadHead,
             req: RequestHead::default(),
             resp: ResponseHead::default(),
@@ -325,6 +328,8 @@ impl Session {
     /// Releases what the session holds besides its own socket.
     pub fn teardown(&mut self, cx: &mut Ctx<'_>) {
         self.drop_upstream(cx);
+        self.inbuf.clear();
+        cx.bufs.reclaim(&mut self.inbuf);
     }
 
     // ----------------------------------------------------------------- timers
@@ -398,11 +403,15 @@ impl Session {
 
     // ----------------------------------------------------------- request head
 
-    fn enter_read_head(&mut self, now: Instant) {
+    /// Between requests: a pipelined request may already be buffered,
+    /// otherwise the buffer storage goes back until the next one comes.
+    fn enter_read_head(&mut self, cx: &mut Ctx<'_>) {
         self.phase = Phase::ReadHead;
-        self.head_started = (!self.inbuf.is_empty()).then_some(now);
-        self.dirty = !self.inbuf.is_empty();
-        self.last_io = now;
+        let pipelined = !self.inbuf.is_empty();
+        self.head_started = pipelined.then_some(cx.now);
+        self.dirty = pipelined;
+        self.last_io = cx.now;
+        cx.bufs.reclaim(&mut self.inbuf);
     }
 
     fn step_read_head(&mut self, cx: &mut Ctx<'_>) -> Step {
@@ -588,7 +597,13 @@ impl Session {
 
     // ------------------------------------------------------------- client io
 
-    fn read_client(&mut self, cx: &Ctx<'_>) -> Result<Read, Close> {
+    /// One read from the client, into storage lent for it; the storage goes
+    /// back if nothing came and nothing is buffered.
+    fn read_client(&mut self, cx: &mut Ctx<'_>) -> Result<Read, Close> {
+        if !self.readable {
+            return Ok(Read::Blocked);
+        }
+        cx.bufs.lend(&mut self.inbuf);
         let read = read_edge(
             &mut self.inbuf,
             &self.client,
@@ -596,8 +611,9 @@ impl Session {
             self.read_closed,
         );
         let read = read.map_err(|_| Close)?;
-        if matches!(read, Read::Data) {
-            self.last_io = cx.now;
+        match read {
+            Read::Data => self.last_io = cx.now,
+            Read::Eof | Read::Blocked => cx.bufs.reclaim(&mut self.inbuf),
         }
         Ok(read)
     }

@@ -18,11 +18,12 @@ use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::balance::Balancer;
+use crate::buffer::BufPool;
 use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
-use crate::proxy::{Ctx, Session, Verdict};
+use crate::proxy::{CLIENT_BUF, Ctx, Session, Verdict};
 use crate::signals::{Signal, Signals};
 use crate::upstream::Backend;
 use timer::Timers;
@@ -59,6 +60,8 @@ pub struct Worker {
     _waker: Arc<Waker>,
     sessions: Slab<Session>,
     pool: Pool,
+    /// Storage for client read buffers, lent while a connection has bytes.
+    client_bufs: BufPool,
     balancer: Balancer,
     backends: Vec<Backend>,
     host_values: Vec<String>,
@@ -101,6 +104,7 @@ impl Worker {
             _waker: waker,
             sessions: Slab::with_capacity(1024),
             pool: Pool::new(backends.len(), MAX_IDLE_PER_BACKEND, POOL_IDLE),
+            client_bufs: BufPool::new(CLIENT_BUF),
             balancer: Balancer::new(config.strategy, &backends),
             host_values: backends.iter().map(Backend::host_value).collect(),
             backends,
@@ -170,6 +174,7 @@ impl Worker {
             self.fire_timers(now);
             if now.duration_since(self.last_sweep) >= TICK {
                 self.pool.sweep(now, self.poll.registry());
+                self.client_bufs.trim();
                 self.last_sweep = now;
             }
         }
@@ -353,6 +358,7 @@ impl Worker {
             now,
             registry: self.poll.registry(),
             pool: &mut self.pool,
+            bufs: &mut self.client_bufs,
             balancer: &mut self.balancer,
             backends: &self.backends,
             host_values: &self.host_values,
