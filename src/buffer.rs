@@ -129,14 +129,25 @@ impl BufPool {
     }
 
     /// Gives `buf` storage if it has none.
+    #[inline]
     pub fn lend(&mut self, buf: &mut Buf) {
         if buf.has_storage() {
             return;
         }
-        buf.data = self.free.pop().unwrap_or_else(|| vec![0; self.size]);
+        buf.data = match self.free.pop() {
+            Some(data) => data,
+            None => self.allocate(),
+        };
         buf.start = 0;
         buf.end = 0;
         self.low = self.low.min(self.free.len());
+    }
+
+    /// New storage: only while the pool grows to what the load needs.
+    #[cold]
+    #[inline(never)]
+    fn allocate(&self) -> Vec<u8> {
+        vec![0; self.size]
     }
 
     /// Takes back the storage of an empty buffer; one that holds bytes keeps

@@ -14,18 +14,32 @@ use crate::http1::{BodyFramer, BodyKind, ResponseRewrite, Version};
 pub(super) const COALESCE_MAX: usize = 1024;
 
 impl Session {
+    /// One turn over the four parts of an exchange, each run only when it
+    /// has something to do (the guards are here, so an idle part costs no
+    /// call). `Ok(true)` if any part made progress.
     pub(super) fn step_exchange(&mut self, cx: &mut Ctx<'_>) -> Step {
         let mut progress = false;
-        for part in [
-            Self::send_up,
-            Self::pump_client,
-            Self::recv_down,
-            Self::send_down,
-        ] {
-            progress |= part(self, cx)?;
+        if !self.up_done {
+            progress |= self.send_up(cx)?;
             if self.phase != Phase::Exchange {
                 return Ok(true);
             }
+        }
+        if !self.req_body.is_done() {
+            progress |= self.pump_client(cx)?;
+            if self.phase != Phase::Exchange {
+                return Ok(true);
+            }
+        }
+        if !(self.down == Downward::Body && self.resp_body.is_done()) {
+            progress |= self.recv_down(cx)?;
+            if self.phase != Phase::Exchange {
+                return Ok(true);
+            }
+        }
+        progress |= self.send_down(cx)?;
+        if self.phase != Phase::Exchange {
+            return Ok(true);
         }
         let flushed = self.outhead_pos == self.outhead.len() && self.down_pending == 0;
         if self.down == Downward::Body && self.resp_body.is_done() && flushed {
@@ -120,28 +134,39 @@ impl Session {
         self.held = 0;
     }
 
-    /// Parses or frames what the backend sent, then reads more.
+    /// Parses or frames what the backend sent, then reads more and deals
+    /// with that at once (the next part, `send_down`, can then relay it in
+    /// the same turn).
     fn recv_down(&mut self, cx: &mut Ctx<'_>) -> Step {
         let Some(key) = self.upstream else {
             return Err(Close);
         };
-        let progress = match self.down {
-            Downward::AwaitHead if self.dirty => self.parse_down_head(cx, key)?,
-            Downward::Body if self.resp_body.is_done() => return Ok(false),
-            Downward::Body if self.down_pending == 0 => self.frame_down(cx, key)?,
-            _ => false,
-        };
-        if progress || self.phase != Phase::Exchange {
+        if self.down == Downward::Body && self.resp_body.is_done() {
+            return Ok(false);
+        }
+        if self.take_down(cx, key)? || self.phase != Phase::Exchange {
             return Ok(true);
         }
         match self.read_upstream(cx, key) {
             Ok(Read::Data) => {
                 self.dirty = true;
+                self.take_down(cx, key)?;
                 Ok(true)
             }
             Ok(Read::Eof) => self.upstream_closed(cx),
             Ok(Read::Blocked) => Ok(false),
             Err(why) => self.upstream_failed(cx, why),
+        }
+    }
+
+    /// Parses a newly read response head, or frames the next run of body.
+    fn take_down(&mut self, cx: &mut Ctx<'_>, key: usize) -> Step {
+        match self.down {
+            Downward::AwaitHead if self.dirty => self.parse_down_head(cx, key),
+            Downward::Body if self.down_pending == 0 && !self.resp_body.is_done() => {
+                self.frame_down(cx, key)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -202,14 +227,20 @@ impl Session {
     }
 
     /// One read from the backend into its buffer, if it has room.
+    #[inline]
     pub(super) fn read_upstream(
         &mut self,
         cx: &mut Ctx<'_>,
         key: usize,
     ) -> Result<Read, &'static str> {
-        if self.upstream_eof {
-            return Ok(Read::Blocked);
+        match cx.pool.get(key) {
+            None => Err("connection lost"),
+            Some(up) if !up.readable || self.upstream_eof => Ok(Read::Blocked),
+            Some(_) => self.read_upstream_now(cx, key),
         }
+    }
+
+    fn read_upstream_now(&mut self, cx: &mut Ctx<'_>, key: usize) -> Result<Read, &'static str> {
         let Some(up) = cx.pool.get_for_read(key) else {
             return Err("connection lost");
         };
@@ -283,10 +314,15 @@ impl Session {
     }
 
     /// Writes the response head and framed body bytes to the client.
+    #[inline]
     pub(super) fn send_down(&mut self, cx: &mut Ctx<'_>) -> Step {
         if self.outhead_pos == self.outhead.len() && self.down_pending == 0 {
             return Ok(false);
         }
+        self.send_down_now(cx)
+    }
+
+    fn send_down_now(&mut self, cx: &mut Ctx<'_>) -> Step {
         let Some(up) = self.upstream.and_then(|k| cx.pool.get_mut(k)) else {
             return Err(Close);
         };

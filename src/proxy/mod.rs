@@ -599,10 +599,15 @@ impl Session {
 
     /// One read from the client, into storage lent for it; the storage goes
     /// back if nothing came and nothing is buffered.
+    #[inline]
     fn read_client(&mut self, cx: &mut Ctx<'_>) -> Result<Read, Close> {
         if !self.readable {
             return Ok(Read::Blocked);
         }
+        self.read_client_now(cx)
+    }
+
+    fn read_client_now(&mut self, cx: &mut Ctx<'_>) -> Result<Read, Close> {
         cx.bufs.lend(&mut self.inbuf);
         let read = read_edge(
             &mut self.inbuf,
