@@ -137,6 +137,14 @@ impl Fields {
         self.list.push(field);
     }
 
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn get(&self, i: usize) -> Field {
+        self.list[i]
+    }
+
     /// Whether `Connection` names the field called `name`.
     pub fn named_by_connection(&self, buf: &[u8], name: Span) -> bool {
         if self.connection_names.is_empty() {

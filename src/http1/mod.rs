@@ -10,6 +10,7 @@ pub mod body;
 mod header;
 pub mod request;
 pub mod response;
+mod scan;
 
 pub use body::{BodyFramer, FramingError};
 pub use request::{RequestHead, RequestRewrite};

@@ -5,6 +5,7 @@
 use std::mem::MaybeUninit;
 
 use super::header::{self, Field, Fields, Kind, put_field};
+use super::scan;
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
 
 /// What the client-bound copy of the head needs beyond the head itself.
@@ -62,35 +63,28 @@ impl ResponseHead {
         request_head: bool,
         upgrade_requested: bool,
     ) -> Result<bool, HeadError> {
-        // Uninitialised for the same reason as in request parsing.
-        let mut raw = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut []);
-        let head_len = match httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut res, buf, &mut raw)
-        {
-            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
-            Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(HeadError::TooLarge);
-            }
-            Ok(httparse::Status::Partial) => return Ok(false),
-            Err(e) => return Err(HeadError::from_httparse(e)),
+        self.fields.clear();
+        let (minor, status, reason, head_len) = match scan::canonical_head(buf, &mut self.fields) {
+            Some(line) => line,
+            None => match self.tokenize(buf)? {
+                Some(line) => line,
+                None => return Ok(false),
+            },
         };
-        let (Some(minor), Some(status)) = (res.version, res.code) else {
-            return Err(HeadError::Malformed("incomplete status line"));
-        };
+        if head_len > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
         if !(100..=599).contains(&status) {
             return Err(HeadError::Malformed("status out of range"));
         }
         let version = Version::from_minor(minor);
         self.head_len = head_len;
         self.status = status;
-        self.reason = Span::within(buf, res.reason.unwrap_or("").as_bytes());
+        self.reason = reason;
         self.version = Some(version);
         self.keep_alive_timeout = None;
         self.keep_alive_max = None;
         self.upgrade = None;
-        self.fields.clear();
 
         let mut content_length: Option<u64> = None;
         let mut transfer_encoding: Option<&[u8]> = None;
@@ -98,10 +92,10 @@ impl ResponseHead {
         let mut close = false;
         let mut keep_alive_token = false;
 
-        for h in res.headers.iter() {
-            let kind = header::classify(h.name.as_bytes());
-            let value = h.value;
-            match kind {
+        for i in 0..self.fields.len() {
+            let f = self.fields.get(i);
+            let value = f.value.get(buf);
+            match f.kind {
                 Kind::ContentLength => {
                     let n = header::merge_content_length(content_length, value)
                         .map_err(HeadError::Malformed)?;
@@ -110,7 +104,7 @@ impl ResponseHead {
                 Kind::TransferEncoding => {
                     several_te |= transfer_encoding.is_some();
                     transfer_encoding = Some(value);
-                    self.transfer_encoding = Span::within(buf, value);
+                    self.transfer_encoding = f.value;
                 }
                 Kind::Connection => {
                     for token in header::list_items(value) {
@@ -128,14 +122,9 @@ impl ResponseHead {
                     self.keep_alive_timeout = timeout.or(self.keep_alive_timeout);
                     self.keep_alive_max = max.or(self.keep_alive_max);
                 }
-                Kind::Upgrade => self.upgrade = Some(Span::within(buf, value)),
+                Kind::Upgrade => self.upgrade = Some(f.value),
                 _ => {}
             }
-            self.fields.push(Field {
-                kind,
-                name: Span::within(buf, h.name.as_bytes()),
-                value: Span::within(buf, value),
-            });
         }
 
         if status == 101 && !(upgrade_requested && self.upgrade.is_some()) {
@@ -183,6 +172,41 @@ impl ResponseHead {
         self.body = Some(body);
         self.keep_alive = reusable && status != 101;
         Ok(true)
+    }
+
+    /// The general tokenizer, for heads `scan::canonical_head` leaves
+    /// alone: httparse accepts what RFC 9112 allows (bare LF line ends, a
+    /// status line without a reason) and names what is wrong. `Ok(None)`:
+    /// the head is not complete yet.
+    #[cold]
+    #[inline(never)]
+    fn tokenize(&mut self, buf: &[u8]) -> Result<Option<(u8, u16, Span, usize)>, HeadError> {
+        // Uninitialised for the same reason as in request parsing.
+        let mut raw = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let head_len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut raw)
+        {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(HeadError::TooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(HeadError::from_httparse(e)),
+        };
+        let (Some(minor), Some(status)) = (res.version, res.code) else {
+            return Err(HeadError::Malformed("incomplete status line"));
+        };
+        self.fields.clear();
+        for h in res.headers.iter() {
+            self.fields.push(Field {
+                kind: header::classify(h.name.as_bytes()),
+                name: Span::within(buf, h.name.as_bytes()),
+                value: Span::within(buf, h.value),
+            });
+        }
+        let reason = Span::within(buf, res.reason.unwrap_or("").as_bytes());
+        Ok(Some((minor, status, reason, head_len)))
     }
 
     /// Whether the client connection can stay open after this response is
