@@ -8,6 +8,7 @@
 use std::mem::MaybeUninit;
 
 use super::header::{self, Field, Fields, Kind, put_field};
+use super::scan;
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
 
 /// Most field names one `Connection` header section may list besides the
@@ -28,15 +29,15 @@ pub enum Method {
 }
 
 impl Method {
-    fn parse(s: &str) -> Method {
+    fn parse(s: &[u8]) -> Method {
         match s {
-            "GET" => Method::Get,
-            "HEAD" => Method::Head,
-            "POST" => Method::Post,
-            "PUT" => Method::Put,
-            "DELETE" => Method::Delete,
-            "OPTIONS" => Method::Options,
-            "TRACE" => Method::Trace,
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"TRACE" => Method::Trace,
             _ => Method::Other,
         }
     }
@@ -99,42 +100,74 @@ impl RequestHead {
         self.method == Some(Method::Head)
     }
 
-    /// Parses the head at the start of `buf`. `Ok(false)`: incomplete, read
-    /// more. `Ok(true)`: `self` describes the head. An error means the
-    /// request must be answered with an error and the connection closed.
-    pub fn parse(&mut self, buf: &[u8], sticky_cookie: &str) -> Result<bool, HeadError> {
+    /// The general tokenizer, for heads `scan::request` leaves alone:
+    /// httparse accepts what RFC 9112 allows (bare LF line ends, empty
+    /// lines before the request line, a UTF-8 target) and names what is
+    /// wrong. `Ok(None)`: the head is not complete yet.
+    #[cold]
+    #[inline(never)]
+    fn tokenize(&mut self, buf: &[u8]) -> Result<Option<(scan::RequestLine, usize)>, HeadError> {
         // Uninitialised: zeroing MAX_HEADERS fields per head was a measurable
         // share of the proxy's user-space time.
         let mut raw = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
         let head_len = match req.parse_with_uninit_headers(buf, &mut raw) {
-            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
-            Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
+            Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(HeadError::TooLarge);
             }
-            Ok(httparse::Status::Partial) => return Ok(false),
+            Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(HeadError::from_httparse(e)),
         };
         let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
             return Err(HeadError::Malformed("incomplete request line"));
         };
-        if method == "CONNECT" {
+        self.fields.clear();
+        for h in req.headers.iter() {
+            self.fields.push(Field {
+                kind: header::classify(h.name.as_bytes()),
+                name: Span::within(buf, h.name.as_bytes()),
+                value: Span::within(buf, h.value),
+            });
+        }
+        let line = scan::RequestLine {
+            method: Span::within(buf, method.as_bytes()),
+            target: Span::within(buf, path.as_bytes()),
+            minor,
+        };
+        Ok(Some((line, head_len)))
+    }
+
+    /// Parses the head at the start of `buf`. `Ok(false)`: incomplete, read
+    /// more. `Ok(true)`: `self` describes the head. An error means the
+    /// request must be answered with an error and the connection closed.
+    pub fn parse(&mut self, buf: &[u8], sticky_cookie: &str) -> Result<bool, HeadError> {
+        let (line, head_len) = match scan::request(buf, &mut self.fields) {
+            Some(head) => head,
+            None => match self.tokenize(buf)? {
+                Some(head) => head,
+                None => return Ok(false),
+            },
+        };
+        if head_len > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+        let method = line.method.get(buf);
+        if method == b"CONNECT" {
             return Err(HeadError::MethodNotAllowed);
         }
-        let version = Version::from_minor(minor);
+        let version = Version::from_minor(line.minor);
 
         self.head_len = head_len;
         self.method = Some(Method::parse(method));
-        self.method_span = Span::within(buf, method.as_bytes());
-        self.target = Span::within(buf, path.as_bytes());
+        self.method_span = line.method;
+        self.target = line.target;
         self.version = Some(version);
         self.expect_continue = false;
         self.upgrade = None;
         self.has_host = false;
         self.idempotency_key = false;
         self.sticky = None;
-        self.fields.clear();
 
         let mut content_length: Option<u64> = None;
         let mut chunked = false;
@@ -145,10 +178,10 @@ impl RequestHead {
         let mut upgrade_token = false;
         let mut upgrade_value: Option<Span> = None;
 
-        for h in req.headers.iter() {
-            let kind = header::classify(h.name.as_bytes());
-            let value = h.value;
-            match kind {
+        for i in 0..self.fields.len() {
+            let f = self.fields.get(i);
+            let value = f.value.get(buf);
+            match f.kind {
                 Kind::ContentLength => {
                     let n = header::merge_content_length(content_length, value)
                         .map_err(HeadError::Smuggling)?;
@@ -181,7 +214,7 @@ impl RequestHead {
                         }
                     }
                 }
-                Kind::Upgrade => upgrade_value = Some(Span::within(buf, value)),
+                Kind::Upgrade => upgrade_value = Some(f.value),
                 Kind::IdempotencyKey => self.idempotency_key = true,
                 Kind::Expect => {
                     self.expect_continue =
@@ -192,11 +225,6 @@ impl RequestHead {
                 }
                 _ => {}
             }
-            self.fields.push(Field {
-                kind,
-                name: Span::within(buf, h.name.as_bytes()),
-                value: Span::within(buf, value),
-            });
         }
 
         if hosts > 1 {

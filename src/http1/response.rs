@@ -64,13 +64,18 @@ impl ResponseHead {
         upgrade_requested: bool,
     ) -> Result<bool, HeadError> {
         self.fields.clear();
-        let (minor, status, reason, head_len) = match scan::canonical_head(buf, &mut self.fields) {
-            Some(line) => line,
+        let (line, head_len) = match scan::response(buf, &mut self.fields) {
+            Some(head) => head,
             None => match self.tokenize(buf)? {
-                Some(line) => line,
+                Some(head) => head,
                 None => return Ok(false),
             },
         };
+        let scan::StatusLine {
+            minor,
+            status,
+            reason,
+        } = line;
         if head_len > MAX_HEAD {
             return Err(HeadError::TooLarge);
         }
@@ -174,13 +179,13 @@ impl ResponseHead {
         Ok(true)
     }
 
-    /// The general tokenizer, for heads `scan::canonical_head` leaves
+    /// The general tokenizer, for heads `scan::response` leaves
     /// alone: httparse accepts what RFC 9112 allows (bare LF line ends, a
     /// status line without a reason) and names what is wrong. `Ok(None)`:
     /// the head is not complete yet.
     #[cold]
     #[inline(never)]
-    fn tokenize(&mut self, buf: &[u8]) -> Result<Option<(u8, u16, Span, usize)>, HeadError> {
+    fn tokenize(&mut self, buf: &[u8]) -> Result<Option<(scan::StatusLine, usize)>, HeadError> {
         // Uninitialised for the same reason as in request parsing.
         let mut raw = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
@@ -205,8 +210,12 @@ impl ResponseHead {
                 value: Span::within(buf, h.value),
             });
         }
-        let reason = Span::within(buf, res.reason.unwrap_or("").as_bytes());
-        Ok(Some((minor, status, reason, head_len)))
+        let line = scan::StatusLine {
+            minor,
+            status,
+            reason: Span::within(buf, res.reason.unwrap_or("").as_bytes()),
+        };
+        Ok(Some((line, head_len)))
     }
 
     /// Whether the client connection can stay open after this response is
