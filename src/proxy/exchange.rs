@@ -136,14 +136,11 @@ impl Session {
 
     /// Parses or frames what the backend sent, then reads more and deals
     /// with that at once (the next part, `send_down`, can then relay it in
-    /// the same turn).
+    /// the same turn). Only while the response is not complete.
     fn recv_down(&mut self, cx: &mut Ctx<'_>) -> Step {
         let Some(key) = self.upstream else {
             return Err(Close);
         };
-        if self.down == Downward::Body && self.resp_body.is_done() {
-            return Ok(false);
-        }
         if self.take_down(cx, key)? || self.phase != Phase::Exchange {
             return Ok(true);
         }
