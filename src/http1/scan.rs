@@ -161,17 +161,16 @@ fn field_lines(buf: &[u8], mut at: usize, fields: &mut Fields) -> Option<usize> 
             return None;
         }
         let mut value_start = name_len + 1;
-        while let Some(b' ' | b'\t') = rest.get(value_start) {
+        while value_start < rest.len() && matches!(rest[value_start], b' ' | b'\t') {
             value_start += 1;
         }
-        let line_end = value_start + value_len(rest.get(value_start..)?);
+        let line_end = value_start + value_len(&rest[value_start..]);
         if rest.get(line_end..line_end + 2)? != b"\r\n" {
             return None;
         }
-        let mut value_end = line_end;
-        while value_end > value_start && matches!(rest[value_end - 1], b' ' | b'\t') {
-            value_end -= 1;
-        }
+        let value = &rest[value_start..line_end];
+        let trailing = value.iter().rev().take_while(|&&b| b == b' ' || b == b'\t');
+        let value_end = line_end - trailing.count();
         fields.push(Field {
             kind: header::classify(&rest[..name_len]),
             name: span(at, 0, name_len),
@@ -201,14 +200,15 @@ fn word(s: &[u8]) -> Option<u64> {
 }
 
 /// Length of the field name at the start of `s`: the `tchar` bytes before
-/// the first other one. Letters, digits and `-` are checked eight at a time.
+/// the first other one. Letters and `-`, nearly all of any name, are
+/// checked eight at a time; any other byte is looked up on its own.
+#[inline]
 fn name_len(s: &[u8]) -> usize {
     let mut i = 0;
     while let Some(x) = s.get(i..).and_then(word) {
         let letters = between(x | splat(0x20), b'a' - 1, b'z' + 1);
-        let digits = between(x, b'0' - 1, b'9' + 1);
         let dash = between(x, b'-' - 1, b'-' + 1);
-        let other = !(letters | digits | dash) & splat(0x80);
+        let other = !(letters | dash) & splat(0x80);
         if other == 0 {
             i += 8;
             continue;
