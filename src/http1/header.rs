@@ -141,6 +141,18 @@ impl Fields {
         self.list.len()
     }
 
+    /// Replaces the fields with those httparse found in `buf`.
+    pub fn fill_from(&mut self, buf: &[u8], headers: &[httparse::Header<'_>]) {
+        self.clear();
+        for h in headers {
+            self.push(Field {
+                kind: classify(h.name.as_bytes()),
+                name: Span::within(buf, h.name.as_bytes()),
+                value: Span::within(buf, h.value),
+            });
+        }
+    }
+
     pub fn get(&self, i: usize) -> Field {
         self.list[i]
     }

@@ -97,6 +97,20 @@ pub enum HeadError {
     MethodNotAllowed,
 }
 
+/// The length of a head httparse found complete in `buf`, `None` if it is
+/// not complete yet, or why it is refused.
+fn httparse_head_len(
+    parsed: httparse::Result<usize>,
+    buf: &[u8],
+) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(HeadError::from_httparse(e)),
+    }
+}
+
 impl HeadError {
     fn from_httparse(e: httparse::Error) -> HeadError {
         match e {

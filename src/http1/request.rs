@@ -7,7 +7,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::header::{self, Field, Fields, Kind, put_field};
+use super::header::{self, Fields, Kind, put_field};
 use super::scan;
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
 
@@ -111,25 +111,14 @@ impl RequestHead {
         // share of the proxy's user-space time.
         let mut raw = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
-        let head_len = match req.parse_with_uninit_headers(buf, &mut raw) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(HeadError::TooLarge);
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(HeadError::from_httparse(e)),
+        let parsed = req.parse_with_uninit_headers(buf, &mut raw);
+        let Some(head_len) = super::httparse_head_len(parsed, buf)? else {
+            return Ok(None);
         };
         let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
             return Err(HeadError::Malformed("incomplete request line"));
         };
-        self.fields.clear();
-        for h in req.headers.iter() {
-            self.fields.push(Field {
-                kind: header::classify(h.name.as_bytes()),
-                name: Span::within(buf, h.name.as_bytes()),
-                value: Span::within(buf, h.value),
-            });
-        }
+        self.fields.fill_from(buf, req.headers);
         let line = scan::RequestLine {
             method: Span::within(buf, method.as_bytes()),
             target: Span::within(buf, path.as_bytes()),

@@ -4,7 +4,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::header::{self, Field, Fields, Kind, put_field};
+use super::header::{self, Fields, Kind, put_field};
 use super::scan;
 use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
 
@@ -63,7 +63,6 @@ impl ResponseHead {
         request_head: bool,
         upgrade_requested: bool,
     ) -> Result<bool, HeadError> {
-        self.fields.clear();
         let (line, head_len) = match scan::response(buf, &mut self.fields) {
             Some(head) => head,
             None => match self.tokenize(buf)? {
@@ -189,27 +188,15 @@ impl ResponseHead {
         // Uninitialised for the same reason as in request parsing.
         let mut raw = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
-        let head_len = match httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut res, buf, &mut raw)
-        {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(HeadError::TooLarge);
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(HeadError::from_httparse(e)),
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut raw);
+        let Some(head_len) = super::httparse_head_len(parsed, buf)? else {
+            return Ok(None);
         };
         let (Some(minor), Some(status)) = (res.version, res.code) else {
             return Err(HeadError::Malformed("incomplete status line"));
         };
-        self.fields.clear();
-        for h in res.headers.iter() {
-            self.fields.push(Field {
-                kind: header::classify(h.name.as_bytes()),
-                name: Span::within(buf, h.name.as_bytes()),
-                value: Span::within(buf, h.value),
-            });
-        }
+        self.fields.fill_from(buf, res.headers);
         let line = scan::StatusLine {
             minor,
             status,
