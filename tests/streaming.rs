@@ -1,7 +1,8 @@
 //! Bodies of any size stream through in bounded memory (SPEC §5): 100 MB up
 //! and down, in both framings, while a second thread samples the load
 //! balancer's resident set; a client that reads slowly must make the proxy
-//! stop reading from the backend (backpressure), not buffer the response.
+//! stop reading from the backend (backpressure), not buffer the response;
+//! an idle keep-alive connection holds no buffer at all.
 
 mod common;
 
@@ -527,4 +528,30 @@ fn stalled_backend_applies_backpressure_to_the_upload() {
     assert_rss_flat("stalled backend", baseline, max);
     drop(client);
     backend.join().expect("backend thread");
+}
+
+/// An idle keep-alive connection holds no read buffer: between requests its
+/// storage goes back to the worker's pool (nginx frees its buffers on idle
+/// connections too). Holding one would cost at least 16 KiB a connection;
+/// the session itself is a few KiB.
+#[test]
+fn idle_keep_alive_connections_hold_no_read_buffer() {
+    const CONNECTIONS: u64 = 400;
+    const MAX_PER_CONNECTION: u64 = 8 * 1024;
+    let (_origin, lb, baseline) = setup("idle");
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut client = lb.client();
+            assert_eq!(client.request("GET", "/bytes/10", &[], b"").status, 200);
+            client
+        })
+        .collect();
+    let grown = lb.rss_kb().saturating_sub(baseline) * 1024;
+    let per_connection = grown / CONNECTIONS;
+    eprintln!("{CONNECTIONS} idle connections: RSS +{grown} B, {per_connection} B each");
+    assert!(
+        per_connection < MAX_PER_CONNECTION,
+        "{per_connection} B of RSS per idle keep-alive connection"
+    );
+    drop(clients);
 }
