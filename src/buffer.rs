@@ -6,7 +6,8 @@
 //! A connection holds storage only while it has bytes to keep: a `BufPool`
 //! lends it before a read and takes it back once the buffer is empty, so an
 //! idle keep-alive connection costs no buffer, and the storage a worker
-//! reuses stays warm in its CPU's cache.
+//! reuses stays warm in its CPU's cache. A `HeadPool` does the same for the
+//! heads a connection writes.
 
 use std::io::{self, Read};
 
@@ -107,24 +108,49 @@ impl Buf {
     }
 }
 
-/// Storage for the buffers of one worker's connections, all of one size.
-/// Lent last-in first-out, so the storage in use is the storage touched
-/// most recently. What stayed unused for a whole trim interval is freed.
+/// Spare storage of one kind, lent last in, first out, so what is in use
+/// is what was touched most recently. What stayed spare for a whole trim
+/// interval is freed, so a burst does not pin its peak.
+#[derive(Debug, Default)]
+struct Spares {
+    free: Vec<Vec<u8>>,
+    /// The fewest spares seen since the last trim: that many were not
+    /// needed during the interval.
+    low: usize,
+}
+
+impl Spares {
+    #[inline]
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let spare = self.free.pop();
+        self.low = self.low.min(self.free.len());
+        spare
+    }
+
+    #[inline]
+    fn put(&mut self, storage: Vec<u8>) {
+        self.free.push(storage);
+    }
+
+    fn trim(&mut self) {
+        self.free.drain(..self.low.min(self.free.len()));
+        self.low = self.free.len();
+    }
+}
+
+/// Storage for the read buffers of one worker's connections, all of one
+/// size, lent only while a buffer holds bytes.
 #[derive(Debug)]
 pub struct BufPool {
     size: usize,
-    free: Vec<Vec<u8>>,
-    /// The fewest free buffers seen since the last trim: that many were not
-    /// needed during the interval.
-    low: usize,
+    spares: Spares,
 }
 
 impl BufPool {
     pub fn new(size: usize) -> BufPool {
         BufPool {
             size,
-            free: Vec::new(),
-            low: 0,
+            spares: Spares::default(),
         }
     }
 
@@ -134,13 +160,12 @@ impl BufPool {
         if buf.has_storage() {
             return;
         }
-        buf.data = match self.free.pop() {
+        buf.data = match self.spares.take() {
             Some(data) => data,
             None => self.allocate(),
         };
         buf.start = 0;
         buf.end = 0;
-        self.low = self.low.min(self.free.len());
     }
 
     /// New storage: only while the pool grows to what the load needs.
@@ -152,26 +177,84 @@ impl BufPool {
 
     /// Takes back the storage of an empty buffer; one that holds bytes keeps
     /// it. Storage grown for a large head is freed rather than kept.
+    #[inline]
     pub fn reclaim(&mut self, buf: &mut Buf) {
         if !buf.is_empty() || !buf.has_storage() {
             return;
         }
         let data = std::mem::take(&mut buf.data);
         if data.len() == self.size {
-            self.free.push(data);
+            self.spares.put(data);
         }
     }
 
-    /// Frees the storage that was not lent since the last trim, oldest
-    /// first; what a steady load needs stays.
+    /// Frees the storage that was not lent since the last trim.
     pub fn trim(&mut self) {
-        self.free.drain(..self.low.min(self.free.len()));
-        self.low = self.free.len();
+        self.spares.trim();
     }
 
     /// Storage held for later loans.
     pub fn free_count(&self) -> usize {
-        self.free.len()
+        self.spares.free.len()
+    }
+}
+
+/// Storage for the heads a worker writes (rewritten request and response
+/// heads, its own answers), lent while a head is being written and sent.
+/// A head vector without capacity still works (it allocates): lending only
+/// decides where the storage comes from.
+#[derive(Debug)]
+pub struct HeadPool {
+    capacity: usize,
+    spares: Spares,
+}
+
+impl HeadPool {
+    pub fn new(capacity: usize) -> HeadPool {
+        HeadPool {
+            capacity,
+            spares: Spares::default(),
+        }
+    }
+
+    /// Gives `head` storage if it has none.
+    #[inline]
+    pub fn lend(&mut self, head: &mut Vec<u8>) {
+        if head.capacity() == 0 {
+            *head = match self.spares.take() {
+                Some(storage) => storage,
+                None => self.allocate(),
+            };
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn allocate(&self) -> Vec<u8> {
+        Vec::with_capacity(self.capacity)
+    }
+
+    /// Takes back the storage of an empty head. One that grew past four
+    /// times the usual size (a huge head) is freed rather than kept.
+    #[inline]
+    pub fn reclaim(&mut self, head: &mut Vec<u8>) {
+        if !head.is_empty() || head.capacity() == 0 {
+            return;
+        }
+        let storage = std::mem::take(head);
+        if storage.capacity() <= 4 * self.capacity {
+            self.spares.put(storage);
+        }
+    }
+
+    /// Frees the storage that was not lent since the last trim.
+    pub fn trim(&mut self) {
+        self.spares.trim();
+    }
+
+    /// Storage held for later loans.
+    pub fn free_count(&self) -> usize {
+        self.spares.free.len()
     }
 }
 
@@ -239,6 +322,29 @@ mod tests {
         pool.trim();
         assert_eq!(pool.free_count(), 2);
         // A quiet interval frees the rest.
+        pool.trim();
+        assert_eq!(pool.free_count(), 0);
+    }
+
+    #[test]
+    fn heads_are_lent_while_written_and_kept_unless_huge() {
+        let mut pool = HeadPool::new(16);
+        let mut head = Vec::new();
+        pool.lend(&mut head);
+        assert!(head.capacity() >= 16);
+        head.extend_from_slice(b"HTTP/1.1 200 OK");
+        // Still holding a head: kept.
+        pool.reclaim(&mut head);
+        assert_eq!((head.len(), pool.free_count()), (15, 0));
+        head.clear();
+        pool.reclaim(&mut head);
+        assert_eq!((head.capacity(), pool.free_count()), (0, 1));
+        // A head that grew huge is freed, not kept.
+        pool.lend(&mut head);
+        head.extend_from_slice(&[b'x'; 100]);
+        head.clear();
+        pool.reclaim(&mut head);
+        assert_eq!((head.capacity(), pool.free_count()), (0, 0));
         pool.trim();
         assert_eq!(pool.free_count(), 0);
     }

@@ -38,6 +38,7 @@ impl Session {
                 e
             ),
         }
+        cx.heads.lend(&mut self.outhead);
         self.outhead.clear();
         self.outhead.extend_from_slice(e.response());
         self.outhead_pos = 0;
@@ -59,6 +60,7 @@ impl Session {
     pub(super) fn answer_metrics(&mut self, cx: &mut Ctx<'_>) -> Step {
         let body = cx.metrics.render();
         let close = !self.req.keep_alive || cx.draining;
+        cx.heads.lend(&mut self.outhead);
         self.outhead.clear();
         self.outhead_pos = 0;
         let _ = write!(

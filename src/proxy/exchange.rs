@@ -262,6 +262,7 @@ impl Session {
             self.release_held();
         }
         let client_http10 = self.req.version() == Version::Http10;
+        cx.heads.lend(&mut self.outhead);
         let head_at = self.outhead.len();
         if self.resp.is_interim() {
             // 1xx (100 Continue, 103 Early Hints) go to HTTP/1.1 clients as

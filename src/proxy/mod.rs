@@ -21,7 +21,7 @@ use mio::net::TcpStream;
 use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags};
 
 use crate::balance::{Balancer, STICKY_COOKIE};
-use crate::buffer::{Buf, BufPool};
+use crate::buffer::{Buf, BufPool, HeadPool};
 use crate::config::{Config, Strategy};
 use crate::error::ProxyError;
 use crate::health::Health;
@@ -35,6 +35,9 @@ use crate::worker::timer::{TimerKey, Timers};
 /// once, to just over `MAX_HEAD`, for a connection that sends a huge head.
 /// Lent from the worker's `BufPool` only while the connection has bytes.
 pub const CLIENT_BUF: usize = 16 * 1024;
+/// Storage for one written head: a typical head plus a coalesced small
+/// body (`exchange::COALESCE_MAX`). Lent from the worker's `HeadPool`.
+pub const HEAD_BUF: usize = 1024 + exchange::COALESCE_MAX;
 /// Backends tried for one request before giving up (each at most once).
 const MAX_TRIES: usize = 8;
 /// How long a closed-by-us connection is drained so the client reads our
@@ -51,6 +54,8 @@ pub struct Ctx<'a> {
     pub pool: &'a mut Pool,
     /// Storage for client read buffers (`CLIENT_BUF` each).
     pub bufs: &'a mut BufPool,
+    /// Storage for the heads sessions write (`HEAD_BUF` each).
+    pub heads: &'a mut HeadPool,
     pub balancer: &'a mut Balancer,
     pub backends: &'a [Backend],
     /// `Host` value sent to each backend when its own name is used.
@@ -250,7 +255,7 @@ impl Session {
             backend: None,
             upstream: None,
             retried: false,
-            uphead: Vec::with_capacity(1024),
+            uphead: Vec::new(),
             uphead_pos: 0,
             hold_head: 0,
             held: 0,
@@ -259,8 +264,7 @@ impl Session {
             replayable: true,
             up_done: false,
             sent_at: now,
-            // A typical head plus a coalesced small body (COALESCE_MAX).
-            outhead: Vec::with_capacity(1024 + exchange::COALESCE_MAX),
+            outhead: Vec::new(),
             outhead_pos: 0,
             down: Downward::AwaitHead,
             resp_body: BodyFramer::Done,
@@ -330,6 +334,10 @@ impl Session {
         self.drop_upstream(cx);
         self.inbuf.clear();
         cx.bufs.reclaim(&mut self.inbuf);
+        for head in [&mut self.uphead, &mut self.outhead] {
+            head.clear();
+            cx.heads.reclaim(head);
+        }
     }
 
     // ----------------------------------------------------------------- timers
@@ -403,8 +411,9 @@ impl Session {
 
     // ----------------------------------------------------------- request head
 
-    /// Between requests: a pipelined request may already be buffered,
-    /// otherwise the buffer storage goes back until the next one comes.
+    /// Between requests: the written heads are sent and their storage goes
+    /// back; so does the read buffer's, unless a pipelined request is
+    /// already in it.
     fn enter_read_head(&mut self, cx: &mut Ctx<'_>) {
         self.phase = Phase::ReadHead;
         let pipelined = !self.inbuf.is_empty();
@@ -412,6 +421,12 @@ impl Session {
         self.dirty = pipelined;
         self.last_io = cx.now;
         cx.bufs.reclaim(&mut self.inbuf);
+        self.uphead.clear();
+        self.uphead_pos = 0;
+        self.outhead.clear();
+        self.outhead_pos = 0;
+        cx.heads.reclaim(&mut self.uphead);
+        cx.heads.reclaim(&mut self.outhead);
     }
 
     fn step_read_head(&mut self, cx: &mut Ctx<'_>) -> Step {
@@ -521,7 +536,7 @@ impl Session {
         }
     }
 
-    fn write_upstream_head(&mut self, cx: &Ctx<'_>, id: BackendId) {
+    fn write_upstream_head(&mut self, cx: &mut Ctx<'_>, id: BackendId) {
         let backend = &cx.backends[id.0];
         let override_host = match backend.host_header {
             HostHeader::Auto => backend.tls,
@@ -533,6 +548,7 @@ impl Session {
             host: cx.host_values[id.0].as_bytes(),
             override_host,
         };
+        cx.heads.lend(&mut self.uphead);
         self.uphead.clear();
         self.uphead_pos = 0;
         self.req

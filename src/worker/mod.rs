@@ -18,12 +18,12 @@ use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::balance::Balancer;
-use crate::buffer::BufPool;
+use crate::buffer::{BufPool, HeadPool};
 use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
-use crate::proxy::{CLIENT_BUF, Ctx, Session, Verdict};
+use crate::proxy::{CLIENT_BUF, Ctx, HEAD_BUF, Session, Verdict};
 use crate::signals::{Signal, Signals};
 use crate::upstream::Backend;
 use timer::Timers;
@@ -62,6 +62,8 @@ pub struct Worker {
     pool: Pool,
     /// Storage for client read buffers, lent while a connection has bytes.
     client_bufs: BufPool,
+    /// Storage for the heads sessions write, lent while one is in flight.
+    heads: HeadPool,
     balancer: Balancer,
     backends: Vec<Backend>,
     host_values: Vec<String>,
@@ -105,6 +107,7 @@ impl Worker {
             sessions: Slab::with_capacity(1024),
             pool: Pool::new(backends.len(), MAX_IDLE_PER_BACKEND, POOL_IDLE),
             client_bufs: BufPool::new(CLIENT_BUF),
+            heads: HeadPool::new(HEAD_BUF),
             balancer: Balancer::new(config.strategy, &backends),
             host_values: backends.iter().map(Backend::host_value).collect(),
             backends,
@@ -175,6 +178,7 @@ impl Worker {
             if now.duration_since(self.last_sweep) >= TICK {
                 self.pool.sweep(now, self.poll.registry());
                 self.client_bufs.trim();
+                self.heads.trim();
                 self.last_sweep = now;
             }
         }
@@ -359,6 +363,7 @@ impl Worker {
             registry: self.poll.registry(),
             pool: &mut self.pool,
             bufs: &mut self.client_bufs,
+            heads: &mut self.heads,
             balancer: &mut self.balancer,
             backends: &self.backends,
             host_values: &self.host_values,
