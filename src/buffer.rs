@@ -234,17 +234,16 @@ impl HeadPool {
         Vec::with_capacity(self.capacity)
     }
 
-    /// Takes back the storage of an empty head. One that grew past four
-    /// times the usual size (a huge head) is freed rather than kept.
+    /// Takes back the storage of an empty head, grown or not: a backend
+    /// that always sends large heads then costs no allocation per request
+    /// (heads are bounded by `MAX_HEAD`, and storage left unused goes at
+    /// the next trim).
     #[inline]
     pub fn reclaim(&mut self, head: &mut Vec<u8>) {
         if !head.is_empty() || head.capacity() == 0 {
             return;
         }
-        let storage = std::mem::take(head);
-        if storage.capacity() <= 4 * self.capacity {
-            self.spares.put(storage);
-        }
+        self.spares.put(std::mem::take(head));
     }
 
     /// Frees the storage that was not lent since the last trim.
@@ -327,7 +326,7 @@ mod tests {
     }
 
     #[test]
-    fn heads_are_lent_while_written_and_kept_unless_huge() {
+    fn heads_are_lent_while_written_and_kept_grown() {
         let mut pool = HeadPool::new(16);
         let mut head = Vec::new();
         pool.lend(&mut head);
@@ -339,12 +338,17 @@ mod tests {
         head.clear();
         pool.reclaim(&mut head);
         assert_eq!((head.capacity(), pool.free_count()), (0, 1));
-        // A head that grew huge is freed, not kept.
+        // Grown storage comes back as it is and is lent again.
         pool.lend(&mut head);
         head.extend_from_slice(&[b'x'; 100]);
         head.clear();
         pool.reclaim(&mut head);
-        assert_eq!((head.capacity(), pool.free_count()), (0, 0));
+        pool.lend(&mut head);
+        assert!(head.capacity() >= 100);
+        head.clear();
+        pool.reclaim(&mut head);
+        // Unused for two trims: freed.
+        pool.trim();
         pool.trim();
         assert_eq!(pool.free_count(), 0);
     }
