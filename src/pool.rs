@@ -83,10 +83,14 @@ impl Pool {
         self.conns.get_mut(key)
     }
 
-    /// A connection about to be read from, with buffer storage to read into.
+    /// A connection about to be read from, with buffer storage to read
+    /// into if it is readable (storage is not lent for a read that cannot
+    /// happen).
     pub fn get_for_read(&mut self, key: usize) -> Option<&mut Upstream> {
         let conn = self.conns.get_mut(key)?;
-        self.bufs.lend(&mut conn.buf);
+        if conn.readable {
+            self.bufs.lend(&mut conn.buf);
+        }
         Some(conn)
     }
 

@@ -98,12 +98,13 @@ pub enum HeadError {
 }
 
 /// The length of a head httparse found complete in `buf`, `None` if it is
-/// not complete yet, or why it is refused.
+/// not complete yet, or why it is refused (a head over `MAX_HEAD`, too).
 fn httparse_head_len(
     parsed: httparse::Result<usize>,
     buf: &[u8],
 ) -> Result<Option<usize>, HeadError> {
     match parsed {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Err(HeadError::TooLarge),
         Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => Ok(None),

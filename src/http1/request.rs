@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use super::header::{self, Fields, Kind, put_field};
 use super::scan;
-use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
+use super::{BodyKind, HeadError, MAX_HEADERS, Span, VIA_NAME, Version};
 
 /// Most field names one `Connection` header section may list besides the
 /// standard tokens; more is treated as malformed.
@@ -67,6 +67,8 @@ pub struct RequestHead {
     pub method: Option<Method>,
     method_span: Span,
     pub target: Span,
+    /// The request line is already what the backend gets: copied whole.
+    line_verbatim: bool,
     pub version: Option<Version>,
     pub body: Option<BodyKind>,
     /// The client wants the connection kept open after this exchange.
@@ -123,6 +125,7 @@ impl RequestHead {
             method: Span::within(buf, method.as_bytes()),
             target: Span::within(buf, path.as_bytes()),
             minor,
+            canonical: false,
         };
         Ok(Some((line, head_len)))
     }
@@ -138,9 +141,6 @@ impl RequestHead {
                 None => return Ok(false),
             },
         };
-        if head_len > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
         let method = line.method.get(buf);
         if method == b"CONNECT" {
             return Err(HeadError::MethodNotAllowed);
@@ -151,6 +151,7 @@ impl RequestHead {
         self.method = Some(Method::parse(method));
         self.method_span = line.method;
         self.target = line.target;
+        self.line_verbatim = line.canonical && version == Version::Http11;
         self.version = Some(version);
         self.expect_continue = false;
         self.upgrade = None;
@@ -258,18 +259,14 @@ impl RequestHead {
     /// Appends the head to send to a backend: HTTP/1.1, hop-by-hop fields
     /// dropped, forwarding fields added (SPEC §5).
     pub fn write_for_backend(&self, buf: &[u8], rw: &RequestRewrite<'_>, out: &mut Vec<u8>) {
-        let line_end = self.target.end as usize + b" HTTP/1.1\r\n".len();
-        match buf.get(self.target.end as usize..line_end) {
-            // Already what we would write: copy it whole.
-            Some(b" HTTP/1.1\r\n") if self.method_span.end + 1 == self.target.start => {
-                out.extend_from_slice(&buf[self.method_span.start as usize..line_end]);
-            }
-            _ => {
-                out.extend_from_slice(self.method_span.get(buf));
-                out.push(b' ');
-                out.extend_from_slice(self.target.get(buf));
-                out.extend_from_slice(b" HTTP/1.1\r\n");
-            }
+        if self.line_verbatim {
+            let line_end = self.target.end as usize + b" HTTP/1.1\r\n".len();
+            out.extend_from_slice(&buf[self.method_span.start as usize..line_end]);
+        } else {
+            out.extend_from_slice(self.method_span.get(buf));
+            out.push(b' ');
+            out.extend_from_slice(self.target.get(buf));
+            out.extend_from_slice(b" HTTP/1.1\r\n");
         }
 
         let mut host_written = false;
@@ -324,6 +321,7 @@ fn sticky_value(cookie: &[u8], name: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::MAX_HEAD;
 
     const COOKIE: &str = "lb_backend";
 
@@ -401,6 +399,14 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
         big.resize(MAX_HEAD + 1, b'a');
         assert_eq!(head.parse(&big, COOKIE), Err(HeadError::TooLarge));
+        // Complete and canonical, but one byte over: refused all the same.
+        let mut whole = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        whole.resize(MAX_HEAD - 3, b'a');
+        whole.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(whole.len(), MAX_HEAD + 1);
+        assert_eq!(head.parse(&whole, COOKIE), Err(HeadError::TooLarge));
+        whole.remove(30);
+        assert_eq!(head.parse(&whole, COOKIE), Ok(true));
         let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
         for i in 0..MAX_HEADERS {
             many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());

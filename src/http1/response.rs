@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use super::header::{self, Fields, Kind, put_field};
 use super::scan;
-use super::{BodyKind, HeadError, MAX_HEAD, MAX_HEADERS, Span, VIA_NAME, Version};
+use super::{BodyKind, HeadError, MAX_HEADERS, Span, VIA_NAME, Version};
 
 /// What the client-bound copy of the head needs beyond the head itself.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +26,8 @@ pub struct ResponseHead {
     pub head_len: usize,
     pub status: u16,
     reason: Span,
+    /// The status line is already what the client gets: copied whole.
+    line_verbatim: bool,
     pub version: Option<Version>,
     pub body: Option<BodyKind>,
     /// The backend keeps the connection open after this response.
@@ -74,10 +76,8 @@ impl ResponseHead {
             minor,
             status,
             reason,
+            canonical,
         } = line;
-        if head_len > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
         if !(100..=599).contains(&status) {
             return Err(HeadError::Malformed("status out of range"));
         }
@@ -85,6 +85,7 @@ impl ResponseHead {
         self.head_len = head_len;
         self.status = status;
         self.reason = reason;
+        self.line_verbatim = canonical && version == Version::Http11;
         self.version = Some(version);
         self.keep_alive_timeout = None;
         self.keep_alive_max = None;
@@ -201,6 +202,7 @@ impl ResponseHead {
             minor,
             status,
             reason: Span::within(buf, res.reason.unwrap_or("").as_bytes()),
+            canonical: false,
         };
         Ok(Some((line, head_len)))
     }
@@ -218,15 +220,8 @@ impl ResponseHead {
 
     /// Appends the head to send to the client.
     pub fn write_for_client(&self, buf: &[u8], rw: &ResponseRewrite, out: &mut Vec<u8>) {
-        let line_end = self.reason.end as usize + 2;
-        // `HTTP/1.1 ddd reason` and CRLF is already what we would write.
-        let verbatim = self.version == Some(Version::Http11)
-            && self.reason.start == 13
-            && buf.starts_with(b"HTTP/1.1 ")
-            && buf.get(12) == Some(&b' ')
-            && buf.get(line_end - 2..line_end) == Some(b"\r\n");
-        if verbatim {
-            out.extend_from_slice(&buf[..line_end]);
+        if self.line_verbatim {
+            out.extend_from_slice(&buf[..self.reason.end as usize + 2]);
         } else {
             out.extend_from_slice(b"HTTP/1.1 ");
             push_status(out, self.status);

@@ -13,7 +13,7 @@
 //! checked eight bytes at a time and fields land in `Fields` directly.
 
 use super::header::{self, Field, Fields};
-use super::{MAX_HEADERS, Span};
+use super::{MAX_HEAD, MAX_HEADERS, Span};
 
 /// A 256-entry table of the bytes for which `$test` (on `$b`) holds.
 macro_rules! byte_set {
@@ -62,6 +62,9 @@ pub(super) struct StatusLine {
     pub minor: u8,
     pub status: u16,
     pub reason: Span,
+    /// Read by the scan: `HTTP/1.x ddd reason` and CRLF, as we would write
+    /// it for HTTP/1.1.
+    pub canonical: bool,
 }
 
 /// What a request line says.
@@ -70,6 +73,9 @@ pub(super) struct RequestLine {
     pub method: Span,
     pub target: Span,
     pub minor: u8,
+    /// Read by the scan: `method target HTTP/1.x` and CRLF, as we would
+    /// write it for HTTP/1.1.
+    pub canonical: bool,
 }
 
 /// Tokenizes a complete canonical response head at the start of `buf` into
@@ -100,6 +106,7 @@ pub(super) fn response(buf: &[u8], fields: &mut Fields) -> Option<(StatusLine, u
             minor,
             status,
             reason,
+            canonical: true,
         },
         len,
     ))
@@ -127,6 +134,7 @@ pub(super) fn request(buf: &[u8], fields: &mut Fields) -> Option<(RequestLine, u
             method: span(0, 0, method_len),
             target: span(0, target_start, target_end),
             minor,
+            canonical: true,
         },
         len,
     ))
@@ -148,13 +156,15 @@ fn span(at: usize, from: usize, to: usize) -> Span {
 }
 
 /// The field lines from `at` on and the empty line that ends them: the
-/// head's length.
+/// head's length. A head over `MAX_HEAD` is left to httparse, which then
+/// refuses it.
 fn field_lines(buf: &[u8], mut at: usize, fields: &mut Fields) -> Option<usize> {
     fields.clear();
     loop {
         let rest = &buf[at..];
         if *rest.first()? == b'\r' {
-            return (*rest.get(1)? == b'\n').then_some(at + 2);
+            let len = at + 2;
+            return (*rest.get(1)? == b'\n' && len <= MAX_HEAD).then_some(len);
         }
         let name_len = name_len(rest);
         if name_len == 0 || *rest.get(name_len)? != b':' || fields.len() == MAX_HEADERS {

@@ -25,11 +25,9 @@ impl Session {
                 return Ok(true);
             }
         }
+        // Reading the body and relaying the response never leave the phase.
         if !self.req_body.is_done() {
             progress |= self.pump_client(cx)?;
-            if self.phase != Phase::Exchange {
-                return Ok(true);
-            }
         }
         if !(self.down == Downward::Body && self.resp_body.is_done()) {
             progress |= self.recv_down(cx)?;
@@ -38,9 +36,6 @@ impl Session {
             }
         }
         progress |= self.send_down(cx)?;
-        if self.phase != Phase::Exchange {
-            return Ok(true);
-        }
         let flushed = self.outhead_pos == self.outhead.len() && self.down_pending == 0;
         if self.down == Downward::Body && self.resp_body.is_done() && flushed {
             return self.finish_exchange(cx);
@@ -230,17 +225,15 @@ impl Session {
         cx: &mut Ctx<'_>,
         key: usize,
     ) -> Result<Read, &'static str> {
-        match cx.pool.get(key) {
-            None => Err("connection lost"),
-            Some(up) if !up.readable || self.upstream_eof => Ok(Read::Blocked),
-            Some(_) => self.read_upstream_now(cx, key),
+        if self.upstream_eof {
+            return Ok(Read::Blocked);
         }
-    }
-
-    fn read_upstream_now(&mut self, cx: &mut Ctx<'_>, key: usize) -> Result<Read, &'static str> {
         let Some(up) = cx.pool.get_for_read(key) else {
             return Err("connection lost");
         };
+        if !up.readable {
+            return Ok(Read::Blocked);
+        }
         let read = read_edge(&mut up.buf, &up.stream, &mut up.readable, up.read_closed);
         let read = read.map_err(|_| "read from backend failed")?;
         if matches!(read, Read::Data) {

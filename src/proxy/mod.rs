@@ -482,8 +482,7 @@ impl Session {
         self.response_started = false;
         self.upstream_eof = false;
         self.close_after = !self.req.keep_alive || cx.draining;
-        self.outhead.clear();
-        self.outhead_pos = 0;
+        // `outhead` is empty here: `enter_read_head` left it so.
         self.choose_backend(cx)
     }
 
