@@ -62,14 +62,15 @@ impl Health {
         waker: Arc<mio::Waker>,
     ) -> io::Result<JoinHandle<()>> {
         let results = Arc::new(ProbeResults::new(backends.len()));
-        let handle = probe::spawn(
-            backends.to_vec(),
-            self.cfg.clone(),
-            Arc::clone(&results),
-            waker,
-        )?;
-        self.attach_probes(results);
-        Ok(handle)
+        // Attached before the thread runs: attaching takes the round and the
+        // failure counts as already seen, so a first round finished in
+        // between would be skipped.
+        self.attach_probes(Arc::clone(&results));
+        let spawned = probe::spawn(backends.to_vec(), self.cfg.clone(), results, waker);
+        if spawned.is_err() {
+            self.stop_probes();
+        }
+        spawned
     }
 
     /// Reads verdicts from `results` from now on (a prober started by other
@@ -259,7 +260,7 @@ mod tests {
     use super::*;
     use crate::upstream::parse_spec;
     use std::io::{Read, Write};
-    use std::net::TcpListener;
+    use std::net::{SocketAddr, TcpListener};
     use std::sync::atomic::{AtomicU16, Ordering};
     use std::time::{Duration, Instant};
 
@@ -415,6 +416,42 @@ mod tests {
         apply_counting(&mut h);
         apply_counting(&mut h);
         assert_eq!(reported, [2, 1]);
+    }
+
+    /// The prober's first round can finish before `start_probes` returns
+    /// (a refused connect is instant): its verdict and failure must still
+    /// be applied, not taken as already seen. Repeated, since it is a race.
+    #[test]
+    fn the_first_round_is_never_skipped() {
+        // Bound, not listening: refused, and the port stays ours.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let refused = socket.local_addr().unwrap().as_socket().unwrap();
+        let bs = vec![parse_spec(&refused.to_string(), BackendId(0)).unwrap()];
+        let config = HealthConfig {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_millis(500),
+            ..HealthConfig::default()
+        };
+        for _ in 0..20 {
+            let mut h = Health::new(&bs, &config);
+            let mut poll = mio::Poll::new().unwrap();
+            let mut events = mio::Events::with_capacity(4);
+            let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            h.start_probes(&bs, waker).unwrap();
+            let mut failed = 0;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while h.is_up(BackendId(0)) {
+                assert!(Instant::now() < deadline, "first verdict never applied");
+                poll.poll(&mut events, Some(Duration::from_millis(100)))
+                    .unwrap();
+                h.apply_probes(&bs, |_, n| failed += n);
+            }
+            assert_eq!(failed, 1);
+        }
     }
 
     #[test]
