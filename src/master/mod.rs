@@ -7,6 +7,7 @@
 //! handed over → stopped (or back to serving: a failed or rolled-back
 //! upgrade), and serving → stopping → stopped.
 
+pub mod cover;
 pub mod listeners;
 pub mod spawn;
 pub mod title;
@@ -239,7 +240,7 @@ impl Master<'_> {
 
     fn on_signal(&mut self, signal: Signal, now: Instant) {
         match (signal, &self.phase) {
-            (Signal::Child, _) => {}
+            (Signal::Child | Signal::Cover, _) => {}
             (Signal::Stop, Phase::Stopping { .. }) => {
                 crate::info!("master: second stop signal, killing workers");
                 self.signal_workers(NixSignal::SIGKILL);
