@@ -34,6 +34,10 @@ const STOP_LIMIT: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Longest wait before respawning a worker that keeps crashing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// While no worker serves, nobody covers an empty slot (`cover.rs`): a
+/// back-off then waits at most this long, so that a connection still
+/// waits no more than about 1 s for an accept (SPEC §2).
+const UNCOVERED_BACKOFF: Duration = Duration::from_millis(500);
 /// A new binary must be serving within this, or the upgrade is abandoned.
 const UPGRADE_LIMIT: Duration = Duration::from_secs(15);
 /// After handing over, the old master keeps its sockets this long, ready to
@@ -92,6 +96,8 @@ struct Master<'a> {
     /// Workers of ours told to finish up after a handover.
     retiring: Vec<Child>,
     metrics: Metrics,
+    /// Which slots have no serving worker, for the workers covering them.
+    cover: cover::Table,
     poll: Poll,
     phase: Phase,
     /// Set by a successor's start: the old master waiting for our workers.
@@ -129,6 +135,8 @@ pub fn run(
     };
     let metrics = Metrics::create(&config.backends, sockets.len())
         .map_err(|e| format!("cannot create the shared metrics block: {e}"))?;
+    let cover = cover::Table::create(sockets.len())
+        .map_err(|e| format!("cannot create the table of empty slots: {e}"))?;
     let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
     signals
         .register(poll.registry(), SIGNALS)
@@ -151,6 +159,7 @@ pub fn run(
         slots,
         retiring: Vec::new(),
         metrics,
+        cover,
         poll,
         phase: Phase::Serving,
         report_ready_to,
@@ -167,7 +176,8 @@ impl Master<'_> {
         loop {
             // While workers come up or a successor does, poll often to
             // notice it (both report through memory or a pipe we check).
-            let waiting = !announced || matches!(self.phase, Phase::Upgrading { .. });
+            let waiting =
+                !announced || matches!(self.phase, Phase::Upgrading { .. }) || self.starting();
             let tick = if waiting {
                 Duration::from_millis(10)
             } else {
@@ -195,6 +205,53 @@ impl Master<'_> {
             if let Some(done) = self.advance(now) {
                 return done;
             }
+            self.publish_cover();
+        }
+    }
+
+    /// Whether our worker in `slot` reported serving.
+    fn serving(&self, slot: usize) -> bool {
+        self.slots[slot]
+            .child
+            .as_ref()
+            .is_some_and(|c| self.metrics.is_ready(slot, c.id()))
+    }
+
+    /// A worker was started but has not reported serving yet.
+    fn starting(&self) -> bool {
+        (0..self.slots.len()).any(|i| self.slots[i].child.is_some() && !self.serving(i))
+    }
+
+    /// Phases in which our workers serve and dead ones are replaced.
+    fn supervising(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Serving | Phase::Launching { .. } | Phase::Upgrading { .. }
+        )
+    }
+
+    /// Tells the serving workers which slots they must cover, when that
+    /// changed: every slot without a serving worker (dead, in back-off, or
+    /// still starting).
+    fn publish_cover(&mut self) {
+        if !self.supervising() {
+            return;
+        }
+        let empty: Vec<bool> = (0..self.slots.len()).map(|i| !self.serving(i)).collect();
+        match self.cover.publish(empty.iter().copied()) {
+            Ok(false) => {}
+            Ok(true) => {
+                // Only serving workers: one still starting may not read
+                // signals yet (SIGUSR1 would kill it), and reads the table
+                // itself once it serves.
+                for i in (0..self.slots.len()).filter(|&i| self.serving(i)) {
+                    if let Some(child) = &self.slots[i].child {
+                        let pid = Pid::from_raw(child.id() as i32);
+                        let _ = nix_signal::kill(pid, NixSignal::SIGUSR1);
+                    }
+                }
+            }
+            Err(e) => crate::error!("master: cannot update the table of empty slots: {e}"),
         }
     }
 
@@ -214,11 +271,7 @@ impl Master<'_> {
 
     /// Every slot has a live worker that reported serving.
     fn all_ready(&self) -> bool {
-        self.slots.iter().enumerate().all(|(i, s)| {
-            s.child
-                .as_ref()
-                .is_some_and(|c| self.metrics.is_ready(i, c.id()))
-        })
+        (0..self.slots.len()).all(|i| self.serving(i))
     }
 
     fn announce_serving(&mut self) -> Result<(), String> {
@@ -434,10 +487,8 @@ impl Master<'_> {
     fn reap(&mut self, now: Instant) {
         self.retiring
             .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-        let respawn = matches!(
-            self.phase,
-            Phase::Serving | Phase::Launching { .. } | Phase::Upgrading { .. }
-        );
+        let respawn = self.supervising();
+        let mut died = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(child) = slot.child.as_mut() else {
                 continue;
@@ -462,22 +513,54 @@ impl Master<'_> {
             } else {
                 slot.crashes + 1
             };
-            let delay = backoff(slot.crashes);
+            died.push((i, pid, status));
+        }
+        if !respawn {
+            return;
+        }
+        // With no worker serving, nobody covers an empty slot: every
+        // back-off is cut short.
+        let alone = !(0..self.slots.len()).any(|i| self.serving(i));
+        let cap = |delay: Duration| match alone {
+            true => delay.min(UNCOVERED_BACKOFF),
+            false => delay,
+        };
+        for (i, pid, status) in died {
+            let delay = cap(backoff(self.slots[i].crashes));
             crate::warn!("worker {i} (pid {pid}) died: {status}; respawning in {delay:?}");
-            slot.respawn_at = Some(now + delay);
+            self.slots[i].respawn_at = Some(now + delay);
+        }
+        if alone {
+            for slot in &mut self.slots {
+                slot.respawn_at = slot.respawn_at.map(|at| at.min(now + UNCOVERED_BACKOFF));
+            }
         }
     }
 
     fn respawn_due(&mut self, now: Instant) {
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
             if slot.respawn_at.is_none_or(|at| at > now) || slot.child.is_some() {
                 continue;
             }
             slot.respawn_at = None;
-            let Some(sockets) = slot.sockets.as_ref() else {
+            // All slots' sockets, or none: they are dropped together at a stop.
+            let Some(sockets) = self
+                .slots
+                .iter()
+                .map(|s| s.sockets.as_ref())
+                .collect::<Option<Vec<&SlotSockets>>>()
+            else {
                 continue;
             };
-            match spawn::spawn_worker(i, sockets, self.metrics.shm_fd(), &self.args) {
+            let shared = spawn::Shared {
+                shm: self.metrics.shm_fd(),
+                cover_table: self.cover.raw_fd(),
+                slots: &sockets,
+            };
+            let spawned = spawn::spawn_worker(i, sockets[i], &shared, &self.args);
+            let slot = &mut self.slots[i];
+            match spawned {
                 Ok(child) => {
                     crate::info!("worker {i} started (pid {})", child.id());
                     if slot.crashes > 0 {
