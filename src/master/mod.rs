@@ -47,7 +47,12 @@ const ROLLBACK_WINDOW: Duration = Duration::from_secs(10);
 /// and how often it tries to run it meanwhile.
 const EXEC_BUSY_LIMIT: Duration = Duration::from_secs(2);
 const EXEC_BUSY_RETRY: Duration = Duration::from_millis(20);
+/// A successor we stop with us has this long past our own stop deadline
+/// (it has the same one) before it is killed.
+const SUCCESSOR_GRACE: Duration = Duration::from_secs(5);
 const SIGNALS: Token = Token(0);
+/// The successor's pipe, during the rollback window.
+const SUCCESSOR: Token = Token(1);
 
 /// One worker slot: its sockets outlive any number of worker processes.
 struct Slot {
@@ -77,13 +82,18 @@ enum Phase {
         deadline: Instant,
     },
     /// The new master serves; our workers drain; we keep the sockets until
-    /// `until` to roll back if it dies.
+    /// `until` to roll back if it fails (killed by a signal, or a non-zero
+    /// exit). It says on `news` when it is stopping on purpose.
     HandedOver {
         successor: Child,
         until: Instant,
+        news: Option<std::io::PipeReader>,
     },
+    /// `successor`: a new master stopping with us, inside the rollback
+    /// window; we wait for it too.
     Stopping {
         deadline: Instant,
+        successor: Option<Child>,
     },
 }
 
@@ -102,6 +112,9 @@ struct Master<'a> {
     phase: Phase,
     /// Set by a successor's start: the old master waiting for our workers.
     report_ready_to: Option<std::fs::File>,
+    /// The same pipe once we told it we serve: we tell it when we stop, so
+    /// that it stops too instead of rolling back.
+    predecessor: Option<std::fs::File>,
 }
 
 /// Runs the master until it is stopped or has handed over to a new binary.
@@ -163,6 +176,7 @@ pub fn run(
         poll,
         phase: Phase::Serving,
         report_ready_to,
+        predecessor: None,
     };
     crate::info!("master starting {}", workers(master.slots.len()));
     master.respawn_due(now);
@@ -259,7 +273,7 @@ impl Master<'_> {
         let phase = match &self.phase {
             Phase::Serving => None,
             Phase::Launching { retry_at, .. } => Some(*retry_at),
-            Phase::Upgrading { deadline, .. } | Phase::Stopping { deadline } => Some(*deadline),
+            Phase::Upgrading { deadline, .. } | Phase::Stopping { deadline, .. } => Some(*deadline),
             Phase::HandedOver { until, .. } => Some(*until),
         };
         self.slots
@@ -286,6 +300,7 @@ impl Master<'_> {
         }
         if let Some(mut old) = self.report_ready_to.take() {
             upgrade::report_ready(&mut old);
+            self.predecessor = Some(old);
         }
         crate::notify::ready();
         Ok(())
@@ -294,22 +309,32 @@ impl Master<'_> {
     fn on_signal(&mut self, signal: Signal, now: Instant) {
         match (signal, &self.phase) {
             (Signal::Child | Signal::Cover, _) => {}
-            (Signal::Stop, Phase::Stopping { .. }) => {
+            (Signal::Stop, Phase::Stopping { successor, .. }) => {
                 crate::info!("master: second stop signal, killing workers");
+                if let Some(successor) = successor {
+                    // Its second stop signal: it kills its workers.
+                    signal_child(successor, NixSignal::SIGTERM);
+                }
                 self.signal_workers(NixSignal::SIGKILL);
             }
             (Signal::Stop, _) => {
                 crate::info!("master stopping: draining workers");
-                crate::notify::stopping();
-                if let Phase::Upgrading { successor, .. } = &mut self.phase {
-                    let _ = successor.kill();
-                    let _ = successor.wait();
-                }
-                self.slots.iter_mut().for_each(|s| s.sockets = None);
-                self.signal_workers(NixSignal::SIGTERM);
-                self.phase = Phase::Stopping {
-                    deadline: now + STOP_LIMIT,
+                let successor = match std::mem::replace(&mut self.phase, Phase::Serving) {
+                    Phase::Upgrading { mut successor, .. } => {
+                        let _ = successor.kill();
+                        let _ = successor.wait();
+                        None
+                    }
+                    // Whichever master an operator signals, the service
+                    // stops: the new one drains its workers, we ours.
+                    Phase::HandedOver { successor, .. } => {
+                        crate::info!("master: stopping the new master {} too", successor.id());
+                        signal_child(&successor, NixSignal::SIGTERM);
+                        Some(successor)
+                    }
+                    _ => None,
                 };
+                self.stop(now, successor);
             }
             (Signal::Upgrade, Phase::Serving) => self.start_upgrade(now),
             (Signal::Upgrade, _) => {
@@ -319,6 +344,21 @@ impl Master<'_> {
                 crate::warn!("master: SIGHUP ignored: config reload is not supported yet")
             }
         }
+    }
+
+    /// Graceful stop: new connections are refused at once (our copies of
+    /// the sockets close), workers drain.
+    fn stop(&mut self, now: Instant, successor: Option<Child>) {
+        crate::notify::stopping();
+        if let Some(mut old) = self.predecessor.take() {
+            upgrade::report_stopping(&mut old);
+        }
+        self.slots.iter_mut().for_each(|s| s.sockets = None);
+        self.signal_workers(NixSignal::SIGTERM);
+        self.phase = Phase::Stopping {
+            deadline: now + STOP_LIMIT,
+            successor,
+        };
     }
 
     fn start_upgrade(&mut self, now: Instant) {
@@ -414,9 +454,11 @@ impl Master<'_> {
                             successor.id()
                         );
                         self.hand_over(now);
+                        self.watch_successor(&ready);
                         self.phase = Phase::HandedOver {
                             successor,
                             until: now + ROLLBACK_WINDOW,
+                            news: Some(ready),
                         };
                     }
                     Some(Err(why)) => {
@@ -432,26 +474,65 @@ impl Master<'_> {
             Phase::HandedOver {
                 mut successor,
                 until,
+                mut news,
             } => {
-                if let Ok(Some(status)) = successor.try_wait() {
-                    crate::error!(
-                        "upgrade rolled back: the new master died ({status}); serving again"
+                let mut byte = [0u8; 1];
+                let stopping = match news.as_mut().map(|r| nonblocking_read(r, &mut byte)) {
+                    Some(Some(1)) => byte[0] == upgrade::STOPPING,
+                    // End of file: it exited (its status tells how) or
+                    // closed the pipe.
+                    Some(Some(0)) => {
+                        news = None;
+                        false
+                    }
+                    _ => false,
+                };
+                let status = match stopping {
+                    true => None,
+                    false => successor.try_wait().ok().flatten(),
+                };
+                if stopping || status.is_some_and(|s| s.success()) {
+                    crate::info!(
+                        "upgrade: the new master {} stopped on purpose within the rollback window; stopping too",
+                        successor.id()
                     );
-                    let now_all = Some(now);
-                    self.slots.iter_mut().for_each(|s| s.respawn_at = now_all);
-                    self.respawn_due(now);
+                    let successor = status.is_none().then_some(successor);
+                    self.stop(now, successor);
+                    return None;
+                }
+                if let Some(status) = status {
+                    crate::error!(
+                        "upgrade rolled back: the new master failed ({status}); serving again"
+                    );
+                    self.roll_back(now);
                     return None;
                 }
                 if now >= until && self.retiring.is_empty() {
                     crate::info!("master handed over to {} and exits", successor.id());
                     return Some(Ok(()));
                 }
-                self.phase = Phase::HandedOver { successor, until };
+                self.phase = Phase::HandedOver {
+                    successor,
+                    until,
+                    news,
+                };
             }
-            Phase::Stopping { deadline } => {
-                if self.slots.iter().all(|s| s.child.is_none()) && self.retiring.is_empty() {
+            Phase::Stopping {
+                deadline,
+                mut successor,
+            } => {
+                if successor
+                    .as_mut()
+                    .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+                {
+                    successor = None;
+                }
+                let done = self.slots.iter().all(|s| s.child.is_none())
+                    && self.retiring.is_empty()
+                    && successor.is_none();
+                if done {
                     if let Some(path) = &self.config.pid_file {
-                        let _ = std::fs::remove_file(path);
+                        remove_pid_file_if_ours(path);
                     }
                     crate::info!("master stopped");
                     return Some(Ok(()));
@@ -461,11 +542,53 @@ impl Master<'_> {
                         "master: workers still running after {STOP_LIMIT:?}, killing them"
                     );
                     self.signal_workers(NixSignal::SIGKILL);
+                    if let Some(successor) = &successor {
+                        // Its second stop signal: it kills its workers.
+                        let last = now >= deadline + SUCCESSOR_GRACE;
+                        let signal = if last {
+                            NixSignal::SIGKILL
+                        } else {
+                            NixSignal::SIGTERM
+                        };
+                        signal_child(successor, signal);
+                    }
                 }
-                self.phase = Phase::Stopping { deadline };
+                self.phase = Phase::Stopping {
+                    deadline,
+                    successor,
+                };
             }
         }
         None
+    }
+
+    /// The new master failed within the rollback window: our workers serve
+    /// again, and the pid file and systemd name us again.
+    fn roll_back(&mut self, now: Instant) {
+        self.slots.iter_mut().for_each(|s| s.respawn_at = Some(now));
+        self.respawn_due(now);
+        if let Some(path) = &self.config.pid_file
+            && let Err(e) = write_pid_file(path)
+        {
+            crate::error!("cannot write pid file {}: {e}", path.display());
+        }
+        crate::notify::main_pid();
+    }
+
+    /// Registers the successor's pipe, so that its news (or its end) wakes
+    /// us at once.
+    fn watch_successor(&self, pipe: &std::io::PipeReader) {
+        use std::os::fd::AsRawFd;
+        let fd = pipe.as_raw_fd();
+        let registered = self.poll.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            SUCCESSOR,
+            mio::Interest::READABLE,
+        );
+        if let Err(e) = registered {
+            // Still read each turn; only later.
+            crate::warn!("master: cannot watch the new master's pipe: {e}");
+        }
     }
 
     /// Our workers stop accepting and finish what they have; the sockets
@@ -599,6 +722,20 @@ fn nonblocking_read(pipe: &mut std::io::PipeReader, buf: &mut [u8]) -> Option<us
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
     pipe.read(buf).ok()
+}
+
+fn signal_child(child: &Child, signal: NixSignal) {
+    let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), signal);
+}
+
+/// At a stop: a pid file that names another process (the new master of
+/// an upgrade) is not ours to remove.
+fn remove_pid_file_if_ours(path: &Path) {
+    let names_us = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if names_us {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// "1 worker", "2 workers".

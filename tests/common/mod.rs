@@ -846,3 +846,9 @@ pub fn ws_upgrade(client: &mut Client, path: &str) -> Response {
     ];
     client.request("GET", path, &headers, b"")
 }
+
+/// Live processes of the process group `pgid`: an [`Lb`]'s whole tree
+/// (masters and workers, also across a binary upgrade).
+pub fn process_group(pgid: u32) -> Vec<u32> {
+    group_members(pgid)
+}
