@@ -332,3 +332,46 @@ impl ServerCertVerifier for NoVerification {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_failures_are_said_in_words() {
+        let tls = |e: CertificateError| HandshakeError::Tls(rustls::Error::InvalidCertificate(e));
+        let cases = [
+            (
+                tls(CertificateError::UnknownIssuer),
+                "certificate signed by an unknown issuer",
+            ),
+            (tls(CertificateError::Expired), "certificate expired"),
+            (
+                tls(CertificateError::NotValidForName),
+                "certificate not valid for name api.test",
+            ),
+            (
+                HandshakeError::Closed,
+                "closed the connection during the TLS handshake",
+            ),
+        ];
+        for (e, words) in cases {
+            let said = e.describe("api.test");
+            assert!(said.contains(words), "{said}");
+        }
+    }
+
+    #[test]
+    fn server_names() {
+        assert!(matches!(
+            server_name("api.test"),
+            Ok(ServerName::DnsName(_))
+        ));
+        assert!(matches!(
+            server_name("10.0.0.1"),
+            Ok(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(server_name("::1"), Ok(ServerName::IpAddress(_))));
+        assert!(server_name("bad name").is_err());
+    }
+}

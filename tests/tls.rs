@@ -12,17 +12,23 @@ use common::{Lb, get, run_lb};
 
 const LOG_WITHIN: Duration = Duration::from_secs(5);
 
+/// A backend whose handshake fails: 502, or 503 once its first health probe
+/// (over TLS too) has found it down (SPEC §5, §8).
+fn refused(status: u16) -> bool {
+    status == 502 || status == 503
+}
+
 fn https(origin: &TlsOrigin, host: &str) -> String {
     format!("https://{host}:{}", origin.port())
 }
 
 #[test]
-fn an_unknown_issuer_is_502_and_the_log_says_so() {
+fn an_unknown_issuer_is_refused_and_the_log_says_so() {
     let ca = Ca::new();
     let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), false);
     let lb = Lb::start(&["-b", &https(&origin, "localhost")]);
     let r = get(lb.port(), "/x");
-    assert_eq!(r.status, 502);
+    assert!(refused(r.status), "{}", r.status);
     assert!(
         lb.wait_for_log("certificate signed by an unknown issuer", LOG_WITHIN),
         "{:?}",
@@ -129,7 +135,7 @@ fn an_ip_literal_backend_sends_no_sni_and_is_checked_against_its_ip() {
 }
 
 #[test]
-fn a_certificate_for_another_name_is_502_not_valid_for_name() {
+fn a_certificate_for_another_name_is_refused_not_valid_for_name() {
     let ca = Ca::new();
     let origin = TlsOrigin::start(ca.leaf(&["other.test"], false), false);
     let pem = ca.pem_file();
@@ -139,16 +145,16 @@ fn a_certificate_for_another_name_is_502_not_valid_for_name() {
         "--ca-file",
         pem.to_str().expect("utf8"),
     ]);
-    assert_eq!(get(lb.port(), "/").status, 502);
+    assert!(refused(get(lb.port(), "/").status));
     assert!(
-        lb.wait_for_log("certificate not valid for name localhost", LOG_WITHIN),
+        lb.wait_for_log("certificate not valid for", LOG_WITHIN),
         "{:?}",
         lb.stderr_lines()
     );
 }
 
 #[test]
-fn an_expired_certificate_is_502() {
+fn an_expired_certificate_is_refused() {
     let ca = Ca::new();
     let origin = TlsOrigin::start(ca.leaf(&["localhost"], true), false);
     let pem = ca.pem_file();
@@ -158,7 +164,7 @@ fn an_expired_certificate_is_502() {
         "--ca-file",
         pem.to_str().expect("utf8"),
     ]);
-    assert_eq!(get(lb.port(), "/").status, 502);
+    assert!(refused(get(lb.port(), "/").status));
     assert!(
         lb.wait_for_log("certificate expired", LOG_WITHIN),
         "{:?}",
@@ -184,10 +190,12 @@ fn new_connections_to_a_backend_resume_its_session() {
         assert_eq!(r.status, 200, "request {i}");
     }
     assert_eq!(origin.handshakes(), 4);
-    assert_eq!(
-        origin.resumed(),
-        3,
-        "every handshake after the first is resumed"
+    // The health prober shares the worker's session cache: its handshake
+    // may be the full one, and then every proxied one resumes.
+    assert!(
+        origin.resumed() >= 3,
+        "{} of 4 handshakes resumed",
+        origin.resumed()
     );
 }
 
@@ -202,4 +210,38 @@ fn an_unusable_ca_file_is_a_start_up_error_naming_it() {
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--ca-file") && err.contains(bad), "{err}");
+}
+
+#[test]
+fn probes_speak_tls_and_a_bad_certificate_takes_the_backend_out() {
+    let ca = Ca::new();
+    let good = TlsOrigin::start(ca.leaf(&["localhost"], false), false);
+    let untrusted = TlsOrigin::start(Ca::named("someone else").leaf(&["localhost"], false), false);
+    let pem = ca.pem_file();
+    let lb = Lb::start(&[
+        "-b",
+        &https(&good, "localhost"),
+        "-b",
+        &https(&untrusted, "localhost"),
+        "--ca-file",
+        pem.to_str().expect("utf8"),
+        "--health-interval-ms",
+        "100",
+    ]);
+    assert!(
+        lb.wait_for_log("certificate signed by an unknown issuer", LOG_WITHIN),
+        "{:?}",
+        lb.stderr_lines()
+    );
+    // The good backend answered its probes over TLS (a plain GET would
+    // never have reached its HTTP parser).
+    assert!(common::wait_until(LOG_WITHIN, || good.probes() >= 2));
+    for i in 0..6 {
+        let r = get(lb.port(), &format!("/p{i}"));
+        assert_eq!(
+            r.status, 200,
+            "request {i}: the bad backend is out of rotation"
+        );
+    }
+    assert_eq!(untrusted.requests(), 0);
 }

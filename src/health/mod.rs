@@ -59,6 +59,7 @@ impl Health {
     pub fn start_probes(
         &mut self,
         backends: &[Backend],
+        tls: Option<Arc<rustls::ClientConfig>>,
         waker: Arc<mio::Waker>,
     ) -> io::Result<JoinHandle<()>> {
         let results = Arc::new(ProbeResults::new(backends.len()));
@@ -66,7 +67,7 @@ impl Health {
         // failure counts as already seen, so a first round finished in
         // between would be skipped.
         self.attach_probes(Arc::clone(&results));
-        let spawned = probe::spawn(backends.to_vec(), self.cfg.clone(), results, waker);
+        let spawned = probe::spawn(backends.to_vec(), self.cfg.clone(), tls, results, waker);
         if spawned.is_err() {
             self.stop_probes();
         }
@@ -441,7 +442,7 @@ mod tests {
             let mut poll = mio::Poll::new().unwrap();
             let mut events = mio::Events::with_capacity(4);
             let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-            h.start_probes(&bs, waker).unwrap();
+            h.start_probes(&bs, None, waker).unwrap();
             let mut failed = 0;
             let deadline = Instant::now() + Duration::from_secs(5);
             while h.is_up(BackendId(0)) {
@@ -496,7 +497,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let mut events = mio::Events::with_capacity(4);
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let handle = h.start_probes(&bs, waker).unwrap();
+        let handle = h.start_probes(&bs, None, waker).unwrap();
 
         let mut wait_for = |h: &mut Health, up: bool| {
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -11,6 +11,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rustls::{CertificateError, ClientConfig, ClientConnection};
+
 use crate::config::HealthConfig;
 use crate::upstream::{Backend, BackendId};
 
@@ -28,8 +30,8 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 pub enum Outcome {
     /// A status line arrived in time; healthy iff 200.
     Status(u16),
-    /// TCP connect succeeded and nothing more was checked (TLS backends, for
-    /// now: see `probe_one`).
+    /// TCP connect succeeded and nothing more was checked (kept for
+    /// verdicts stored by tests; every backend now gets the HTTP probe).
     Connected,
     ConnectRefused,
     /// Any other connect error (unreachable, reset, …).
@@ -41,6 +43,17 @@ pub enum Outcome {
     MalformedStatus,
     /// An I/O error after connecting.
     Io,
+    /// The TLS handshake failed; proxied traffic would fail the same way.
+    Tls(TlsFailure),
+}
+
+/// Why a probe's TLS handshake failed, in the words an operator needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    UnknownIssuer,
+    Expired,
+    WrongName,
+    Other,
 }
 
 impl Outcome {
@@ -59,6 +72,10 @@ impl Outcome {
             Outcome::Closed => 5,
             Outcome::MalformedStatus => 6,
             Outcome::Io => 7,
+            Outcome::Tls(TlsFailure::UnknownIssuer) => 8,
+            Outcome::Tls(TlsFailure::Expired) => 9,
+            Outcome::Tls(TlsFailure::WrongName) => 10,
+            Outcome::Tls(TlsFailure::Other) => 11,
             Outcome::Status(code) => STATUS_BASE + code.min(999),
         }
     }
@@ -72,6 +89,10 @@ impl Outcome {
             5 => Outcome::Closed,
             6 => Outcome::MalformedStatus,
             7 => Outcome::Io,
+            8 => Outcome::Tls(TlsFailure::UnknownIssuer),
+            9 => Outcome::Tls(TlsFailure::Expired),
+            10 => Outcome::Tls(TlsFailure::WrongName),
+            11 => Outcome::Tls(TlsFailure::Other),
             v if v >= STATUS_BASE => Outcome::Status(v - STATUS_BASE),
             _ => return None,
         })
@@ -92,6 +113,16 @@ impl std::fmt::Display for Outcome {
             Outcome::Closed => f.write_str("closed before a status line"),
             Outcome::MalformedStatus => f.write_str("malformed status line"),
             Outcome::Io => f.write_str("I/O error"),
+            Outcome::Tls(TlsFailure::UnknownIssuer) => {
+                f.write_str("TLS handshake failed: certificate signed by an unknown issuer")
+            }
+            Outcome::Tls(TlsFailure::Expired) => {
+                f.write_str("TLS handshake failed: certificate expired")
+            }
+            Outcome::Tls(TlsFailure::WrongName) => {
+                f.write_str("TLS handshake failed: certificate not valid for the backend's name")
+            }
+            Outcome::Tls(TlsFailure::Other) => f.write_str("TLS handshake failed"),
         }
     }
 }
@@ -224,6 +255,7 @@ impl ProbeResults {
 pub fn spawn(
     backends: Vec<Backend>,
     cfg: HealthConfig,
+    tls: Option<Arc<ClientConfig>>,
     results: Arc<ProbeResults>,
     waker: Arc<mio::Waker>,
 ) -> io::Result<JoinHandle<()>> {
@@ -234,10 +266,16 @@ pub fn spawn(
     );
     std::thread::Builder::new()
         .name(THREAD_NAME.into())
-        .spawn(move || run(&backends, &cfg, &results, &waker))
+        .spawn(move || run(&backends, &cfg, tls.as_ref(), &results, &waker))
 }
 
-fn run(backends: &[Backend], cfg: &HealthConfig, results: &ProbeResults, waker: &mio::Waker) {
+fn run(
+    backends: &[Backend],
+    cfg: &HealthConfig,
+    tls: Option<&Arc<ClientConfig>>,
+    results: &ProbeResults,
+    waker: &mio::Waker,
+) {
     let interval = cfg.interval.max(MIN_INTERVAL);
     let mut next = Instant::now();
     loop {
@@ -245,7 +283,7 @@ fn run(backends: &[Backend], cfg: &HealthConfig, results: &ProbeResults, waker: 
             if results.is_stopped() {
                 return;
             }
-            let outcome = probe_one(backend, cfg);
+            let outcome = probe_one(backend, cfg, tls);
             if !outcome.is_ok() {
                 crate::debug!("health probe of {}: {outcome}", backend.label);
             }
@@ -267,36 +305,57 @@ fn run(backends: &[Backend], cfg: &HealthConfig, results: &ProbeResults, waker: 
     }
 }
 
-/// Probes one backend. The seam for TLS: plain backends get the HTTP probe;
-/// TLS backends only a TCP connect for now.
-fn probe_one(backend: &Backend, cfg: &HealthConfig) -> Outcome {
+/// Probes one backend: the same GET for every backend, over TLS (with the
+/// verification proxied traffic gets, from the worker's configuration) for
+/// TLS backends.
+fn probe_one(backend: &Backend, cfg: &HealthConfig, tls: Option<&Arc<ClientConfig>>) -> Outcome {
     let deadline = Instant::now() + cfg.timeout.max(MIN_TIMEOUT);
-    match backend.tls {
-        false => probe_http(backend, &cfg.path, deadline),
-        // TLS: once rustls lands, wrap the stream in a client session (SNI =
-        // backend.host, same verification as proxied traffic) and run the
-        // same GET over it; a plain GET would only get a TLS alert back.
-        true => match connect(backend.addr, deadline) {
-            Ok(_) => Outcome::Connected,
-            Err(outcome) => outcome,
-        },
+    let mut tcp = match connect(backend.addr, deadline) {
+        Ok(s) => s,
+        Err(outcome) => return outcome,
+    };
+    let request = request(backend, &cfg.path);
+    match (backend.tls, tls) {
+        (true, Some(config)) => {
+            let Ok(timeouts) = tcp.try_clone() else {
+                return Outcome::Io;
+            };
+            let conn = crate::tls::server_name(&backend.host)
+                .ok()
+                .and_then(|name| ClientConnection::new(Arc::clone(config), name).ok());
+            let Some(mut conn) = conn else {
+                return Outcome::Tls(TlsFailure::Other);
+            };
+            let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
+            probe_http(&mut stream, &timeouts, &request, deadline)
+        }
+        // A TLS backend without a configuration only happens in unit tests.
+        (true, None) => Outcome::Connected,
+        (false, _) => {
+            let Ok(timeouts) = tcp.try_clone() else {
+                return Outcome::Io;
+            };
+            probe_http(&mut tcp, &timeouts, &request, deadline)
+        }
     }
 }
 
 /// The whole exchange (connect, send, status line) must fit before
-/// `deadline`: SPEC §8 wants a 200 *within* the timeout.
-fn probe_http(backend: &Backend, path: &str, deadline: Instant) -> Outcome {
-    let mut stream = match connect(backend.addr, deadline) {
-        Ok(s) => s,
-        Err(outcome) => return outcome,
-    };
-    let request = request(backend, path);
+/// `deadline`: SPEC §8 wants a 200 *within* the timeout. `timeouts` is the
+/// socket under `stream`, for its timeouts.
+fn probe_http(
+    stream: &mut (impl Read + Write),
+    timeouts: &TcpStream,
+    request: &str,
+    deadline: Instant,
+) -> Outcome {
     let Some(left) = remaining(deadline) else {
         return Outcome::TimedOut;
     };
-    let sent = stream
+    let sent = timeouts
         .set_write_timeout(Some(left))
-        .and_then(|()| stream.write_all(request.as_bytes()));
+        .and_then(|()| stream.write_all(request.as_bytes()))
+        .and_then(|()| stream.flush());
     if let Err(e) = sent {
         return io_outcome(&e);
     }
@@ -306,7 +365,7 @@ fn probe_http(backend: &Backend, path: &str, deadline: Instant) -> Outcome {
         let Some(left) = remaining(deadline) else {
             return Outcome::TimedOut;
         };
-        if let Err(e) = stream.set_read_timeout(Some(left)) {
+        if let Err(e) = timeouts.set_read_timeout(Some(left)) {
             return io_outcome(&e);
         }
         match stream.read(&mut buf[filled..]) {
@@ -341,6 +400,23 @@ fn remaining(deadline: Instant) -> Option<Duration> {
 }
 
 fn io_outcome(e: &io::Error) -> Outcome {
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return Outcome::Tls(match tls {
+            rustls::Error::InvalidCertificate(c) => match c {
+                CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    TlsFailure::Expired
+                }
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => TlsFailure::WrongName,
+                _ => TlsFailure::Other,
+            },
+            _ => TlsFailure::Other,
+        });
+    }
     match e.kind() {
         // A socket timeout reads as WouldBlock on Unix.
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Outcome::TimedOut,
@@ -486,7 +562,7 @@ mod tests {
         let mut events = Events::with_capacity(8);
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).unwrap());
         let results = Arc::new(ProbeResults::new(1));
-        let handle = spawn(vec![b], cfg(30, 1000), Arc::clone(&results), waker).unwrap();
+        let handle = spawn(vec![b], cfg(30, 1000), None, Arc::clone(&results), waker).unwrap();
 
         assert!(wait_wake(&mut poll, &mut events, Duration::from_secs(5)));
         assert!(results.round() >= 1);
@@ -534,7 +610,14 @@ mod tests {
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).unwrap());
         let results = Arc::new(ProbeResults::new(1));
         let b = backend(&addr.to_string(), 0);
-        let handle = spawn(vec![b], cfg(60_000, 1000), Arc::clone(&results), waker).unwrap();
+        let handle = spawn(
+            vec![b],
+            cfg(60_000, 1000),
+            None,
+            Arc::clone(&results),
+            waker,
+        )
+        .unwrap();
         // The first round runs at once; then the thread sleeps for a minute.
         assert!(wait_wake(&mut poll, &mut events, Duration::from_secs(5)));
         assert_eq!(results.round(), 1);
@@ -551,7 +634,7 @@ mod tests {
         let results = Arc::new(ProbeResults::new(1));
         results.stop();
         let b = backend("127.0.0.1:1", 0);
-        let handle = spawn(vec![b], cfg(10, 1000), Arc::clone(&results), waker).unwrap();
+        let handle = spawn(vec![b], cfg(10, 1000), None, Arc::clone(&results), waker).unwrap();
         join_within(handle, Duration::from_secs(2));
         assert_eq!(results.round(), 0);
         assert_eq!(results.take(BackendId(0)), None);
@@ -581,7 +664,7 @@ mod tests {
         ];
         for (addr, want) in cases {
             let start = Instant::now();
-            let got = probe_one(&backend(&addr.to_string(), 0), &c);
+            let got = probe_one(&backend(&addr.to_string(), 0), &c, None);
             assert_eq!(got, want, "{addr}");
             assert!(
                 start.elapsed() < Duration::from_millis(1000),
@@ -591,17 +674,20 @@ mod tests {
     }
 
     #[test]
-    fn tls_backends_get_a_connect_only_check() {
+    fn tls_backends_without_a_configuration_get_a_connect_only_check() {
         let (addr, _listener) = fixed(None);
         let b = backend(&format!("https://{addr}"), 0);
         assert!(b.tls);
-        assert_eq!(probe_one(&b, &cfg(1000, 200)), Outcome::Connected);
+        assert_eq!(probe_one(&b, &cfg(1000, 200), None), Outcome::Connected);
         let refused = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
         let b = backend(&format!("https://{refused}"), 0);
-        assert_eq!(probe_one(&b, &cfg(1000, 200)), Outcome::ConnectRefused);
+        assert_eq!(
+            probe_one(&b, &cfg(1000, 200), None),
+            Outcome::ConnectRefused
+        );
     }
 
     #[test]

@@ -104,11 +104,11 @@ impl Worker {
             ),
             false => None,
         };
-        let pool =
-            Pool::new(&backends, MAX_IDLE_PER_BACKEND, POOL_IDLE, tls).map_err(io::Error::other)?;
+        let pool = Pool::new(&backends, MAX_IDLE_PER_BACKEND, POOL_IDLE, tls.clone())
+            .map_err(io::Error::other)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let mut health = Health::new(&backends, &config.health);
-        health.start_probes(&backends, Arc::clone(&waker))?;
+        health.start_probes(&backends, tls.clone(), Arc::clone(&waker))?;
         Ok(Worker {
             poll,
             listener: Some(listener),

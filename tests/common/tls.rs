@@ -24,11 +24,17 @@ pub struct Ca {
 
 impl Ca {
     pub fn new() -> Ca {
+        Ca::named("load_balancer test CA")
+    }
+
+    /// A CA with its own name: two CAs of one name look like one issuer to
+    /// a verifier (a bad signature rather than an unknown issuer).
+    pub fn named(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, "load_balancer test CA");
+            .push(rcgen::DnType::CommonName, name);
         let key = KeyPair::generate().expect("CA key");
         let cert = params.self_signed(&key).expect("CA certificate");
         Ca {
@@ -73,6 +79,8 @@ pub struct Seen {
     pub handshakes: AtomicUsize,
     pub resumed: AtomicUsize,
     pub requests: AtomicUsize,
+    /// Health probes (told apart by their User-Agent), not in the others.
+    pub probes: AtomicUsize,
     pub sni: Mutex<Vec<Option<String>>>,
 }
 
@@ -125,6 +133,10 @@ impl TlsOrigin {
         self.seen.requests.load(Ordering::SeqCst)
     }
 
+    pub fn probes(&self) -> usize {
+        self.seen.probes.load(Ordering::SeqCst)
+    }
+
     pub fn sni(&self) -> Vec<Option<String>> {
         self.seen.sni.lock().expect("lock").clone()
     }
@@ -142,12 +154,11 @@ fn serve(
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp)?;
     }
-    seen.handshakes.fetch_add(1, Ordering::SeqCst);
-    if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
-        seen.resumed.fetch_add(1, Ordering::SeqCst);
-    }
+    let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     let sni = conn.server_name().map(str::to_string);
-    seen.sni.lock().expect("lock").push(sni);
+    // Counted at the first request, so that the health prober's
+    // connections (and their requests) are left out.
+    let mut counted = false;
     let mut stream = BufReader::new(StreamOwned::new(conn, tcp));
     loop {
         let mut line = String::new();
@@ -155,7 +166,7 @@ fn serve(
             return Ok(());
         }
         let path = line.split(' ').nth(1).unwrap_or("").to_string();
-        let (mut host, mut length) = (String::new(), 0usize);
+        let (mut host, mut length, mut probe) = (String::new(), 0usize, false);
         loop {
             let mut field = String::new();
             stream.read_line(&mut field)?;
@@ -167,6 +178,7 @@ fn serve(
                 match name.to_ascii_lowercase().as_str() {
                     "host" => host = value.trim().to_string(),
                     "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "user-agent" => probe = value.trim() == "load_balancer-health",
                     _ => {}
                 }
             }
@@ -181,7 +193,18 @@ fn serve(
         } else {
             stream.read_exact(&mut body)?;
         }
-        seen.requests.fetch_add(1, Ordering::SeqCst);
+        if probe {
+            seen.probes.fetch_add(1, Ordering::SeqCst);
+        } else {
+            seen.requests.fetch_add(1, Ordering::SeqCst);
+            if !counted {
+                counted = true;
+                seen.handshakes.fetch_add(1, Ordering::SeqCst);
+                seen.resumed
+                    .fetch_add(usize::from(resumed), Ordering::SeqCst);
+                seen.sni.lock().expect("lock").push(sni.clone());
+            }
+        }
         // `/bytes/N`: N bytes of `b'a' + i % 26`, for large responses.
         let text = match path
             .strip_prefix("/bytes/")
