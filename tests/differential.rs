@@ -292,6 +292,10 @@ fn check_origin(case: &Case, seen: &Seen, reports: &[ConnReport], p: &mut Vec<Pr
             "origin got a complete request although the client was refused",
             summaries(),
         )),
+        Seen::Refused if !case.mid_body && !reports.is_empty() => p.push(problem(
+            "origin got bytes of a request refused for its head",
+            show(&reports[0].received),
+        )),
         Seen::Refused => {}
         _ if requests.len() > 1 => p.push(problem(
             "origin got more requests than the client sent",

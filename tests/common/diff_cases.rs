@@ -37,6 +37,9 @@ pub struct Case {
     pub head: bool,
     /// The client half-closes after its bytes (a body that never ends).
     pub client_eof: bool,
+    /// What is wrong is in the body: the head may have reached the origin
+    /// before the refusal (never a complete request).
+    pub mid_body: bool,
 }
 
 pub const HOST: &str = "a.test";
@@ -58,6 +61,7 @@ impl Case {
             keep_alive: true,
             head: false,
             client_eof: false,
+            mid_body: matches!(group, "chunk-line" | "trailer"),
         }
     }
 
@@ -96,6 +100,12 @@ impl Case {
 
     pub fn eof(mut self) -> Case {
         self.client_eof = true;
+        self.mid_body = true;
+        self
+    }
+
+    pub fn mid_body(mut self) -> Case {
+        self.mid_body = true;
         self
     }
 }
@@ -358,13 +368,12 @@ fn transfer_encoding(cases: &mut Vec<Case>) {
         Refuse,
         post(fields, &clte),
     ));
-    let tecl = b"27\r\nGET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n\r\n0\r\n\r\n";
     let fields = "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n";
     cases.push(Case::new(
         "transfer-encoding",
         "TE.CL smuggle".into(),
         Refuse,
-        post(fields, tecl),
+        post(fields, &chunked(SMUGGLE)),
     ));
 }
 
