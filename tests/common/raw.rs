@@ -239,6 +239,9 @@ impl Service {
                 match command {
                     Command::Begin(reply) => {
                         self.drain();
+                        // A release no script waited for must not open the
+                        // next case's gate.
+                        self.gate_open = false;
                         for conn in self.conns.iter_mut().flatten() {
                             conn.mark = conn.buf.len();
                             conn.requests.clear();

@@ -169,6 +169,7 @@ fn read_message(cur: &mut Cursor, kind: Kind, eof: bool) -> Step<Message> {
         }
         m.headers.push(field_line(line)?);
     }
+    httparse_agrees(&cur.buf[..cur.pos], kind, m.headers.len())?;
     check_connection(&mut m);
     match framing(&mut m, kind)? {
         Framing::None => {}
@@ -194,6 +195,30 @@ fn read_message(cur: &mut Cursor, kind: Kind, eof: bool) -> Step<Message> {
         Framing::Close => return Ok(None),
     }
     Ok(Some(m))
+}
+
+/// A second strict reader must see the same head: httparse, which a good
+/// part of the Rust ecosystem parses with.
+fn httparse_agrees(head: &[u8], kind: Kind, fields: usize) -> Result<(), String> {
+    let mut slots = vec![httparse::EMPTY_HEADER; fields + 1];
+    let (status, seen) = match kind {
+        Kind::Request => {
+            let mut r = httparse::Request::new(&mut slots);
+            let status = r.parse(head);
+            (status, r.headers.len())
+        }
+        Kind::Response { .. } => {
+            let mut r = httparse::Response::new(&mut slots);
+            let status = r.parse(head);
+            (status, r.headers.len())
+        }
+    };
+    match status {
+        Ok(httparse::Status::Complete(n)) if n == head.len() && seen == fields => Ok(()),
+        other => Err(format!(
+            "httparse reads the head otherwise ({other:?}, {seen} fields)"
+        )),
+    }
 }
 
 fn is_tchar(b: u8) -> bool {
