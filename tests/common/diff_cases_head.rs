@@ -284,6 +284,14 @@ pub fn targets(cases: &mut Vec<Case>) {
             vec!["/c"],
             Some("a.test"),
         ),
+        // RFC 9112 §3.2: no form of request-target has a fragment.
+        (
+            Either,
+            "/c#frag",
+            "Host: a.test\r\n",
+            vec!["/c"],
+            Some("a.test"),
+        ),
     ];
     for (method, body) in [("GET", b"".as_slice()), ("POST", HELLO)] {
         for (expect, target, hosts, seen, host) in &table {
