@@ -173,7 +173,14 @@ fn run_request_case(shard: &Shard, case: &Case) -> Vec<Problem> {
     shard.origin.begin();
     let mut p = Vec::new();
     let mut peer = Peer::connect(shard.lb.addr());
-    peer.send(&case.bytes);
+    if case.trickle {
+        let _ = peer.stream.set_nodelay(true);
+        for byte in case.bytes.chunks(1) {
+            peer.send(byte);
+        }
+    } else {
+        peer.send(&case.bytes);
+    }
     if case.client_eof {
         let _ = peer.stream.shutdown(Shutdown::Write);
     }
@@ -494,7 +501,9 @@ fn run_response_case(shard: &Shard, index: usize, case: &RespCase) -> Vec<Proble
     } else {
         let got = peer.message(case.head, Instant::now() + ANSWER_WAIT);
         match (&case.want, got) {
-            (Want::BadGateway | Want::Either { .. }, Got::Message(m)) if m.status() == 502 => {
+            (Want::BadGateway | Want::BadGatewayOrCut | Want::Either { .. }, Got::Message(m))
+                if m.status() == 502 =>
+            {
                 if case.head && !m.body.is_empty() {
                     p.push(problem("the answer to HEAD carries a body", show(&m.body)));
                 }
@@ -505,7 +514,13 @@ fn run_response_case(shard: &Shard, index: usize, case: &RespCase) -> Vec<Proble
                     describe(&other),
                 ));
             }
-            (Want::Either { .. }, Got::Closed(b)) if !b.is_empty() => {}
+            (Want::Either { .. } | Want::BadGatewayOrCut, Got::Closed(b)) if !b.is_empty() => {}
+            (Want::BadGatewayOrCut, other) => {
+                p.push(problem(
+                    "malformed response neither 502 nor cut",
+                    describe(&other),
+                ));
+            }
             (Want::Relay { .. } | Want::Either { .. }, Got::Message(m)) if m.status() == 200 => {
                 check_relayed(&case.want, &m, &mut p);
                 if let Want::Relay { marker: true, .. } = case.want {

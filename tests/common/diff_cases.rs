@@ -40,6 +40,9 @@ pub struct Case {
     /// What is wrong is in the body: the head may have reached the origin
     /// before the refusal (never a complete request).
     pub mid_body: bool,
+    /// Sent one byte per write, so that every line and field is split
+    /// across reads of the proxy.
+    pub trickle: bool,
 }
 
 pub const HOST: &str = "a.test";
@@ -62,6 +65,7 @@ impl Case {
             head: false,
             client_eof: false,
             mid_body: matches!(group, "chunk-line" | "trailer"),
+            trickle: false,
         }
     }
 
@@ -170,6 +174,25 @@ pub fn all() -> Vec<Case> {
     diff_cases_head::head_fields(&mut cases);
     diff_cases_head::targets(&mut cases);
     diff_cases_head::head_requests(&mut cases);
+    // The framing groups once more, split into one-byte writes: an
+    // incremental parser must reach the same verdict whatever the reads.
+    let framing = [
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "chunk-line",
+        "trailer",
+    ];
+    let split: Vec<Case> = cases
+        .iter()
+        .filter(|c| framing.contains(&c.group) && !c.client_eof)
+        .map(|c| Case {
+            name: format!("{} (byte by byte)", c.name),
+            trickle: true,
+            ..c.clone()
+        })
+        .collect();
+    cases.extend(split);
     cases
 }
 

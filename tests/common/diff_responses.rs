@@ -17,6 +17,8 @@ pub enum Want {
         marker: bool,
     },
     BadGateway,
+    /// 502, or (the head having gone out alone) a cut after a valid prefix.
+    BadGatewayOrCut,
     /// 502, a close before the message completes, or a strict relay.
     Either {
         body: Vec<u8>,
@@ -229,5 +231,29 @@ pub fn response_cases() -> Vec<RespCase> {
             head: true,
         });
     }
+    // Each plain script again, written one byte at a time.
+    let split: Vec<RespCase> = out
+        .iter()
+        .filter(|c| !c.script.iter().any(|s| matches!(s, Step::Gate)))
+        .map(|c| RespCase {
+            name: format!("{} (byte by byte)", c.name),
+            script: c
+                .script
+                .iter()
+                .map(|s| match s {
+                    Step::Send(bytes) => Step::Trickle(bytes.clone()),
+                    other => other.clone(),
+                })
+                .collect(),
+            // A head that arrives alone may be relayed before the chunk
+            // line that is wrong arrives; then only a cut is left.
+            want: match c.want {
+                Want::BadGateway if c.name.contains("chunk line") => Want::BadGatewayOrCut,
+                ref want => want.clone(),
+            },
+            head: c.head,
+        })
+        .collect();
+    out.extend(split);
     out
 }

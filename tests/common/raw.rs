@@ -42,6 +42,8 @@ pub const PROBE_PATH: &str = "/__probe";
 #[derive(Debug, Clone)]
 pub enum Step {
     Send(Vec<u8>),
+    /// Written one byte per send, so that the proxy reads it in pieces.
+    Trickle(Vec<u8>),
     /// Waits for [`RawOrigin::release`].
     Gate,
     /// Half-closes the connection once everything before it is written
@@ -337,6 +339,7 @@ impl Service {
                 .position(Option::is_none)
                 .unwrap_or(self.conns.len());
             let token = Token(FIRST_CONN + index);
+            let _ = stream.set_nodelay(true);
             let interest = Interest::READABLE | Interest::WRITABLE;
             if self
                 .poll
@@ -425,17 +428,29 @@ fn respond(conn: &mut Conn, m: &Message, scripts: &[Vec<Step>]) {
 }
 
 fn run_script(conn: &mut Conn, gate_open: &mut bool) {
-    while let Some(step) = conn.script.front() {
+    while let Some(step) = conn.script.pop_front() {
         match step {
-            Step::Send(bytes) => conn.out.extend_from_slice(bytes),
+            Step::Send(bytes) => conn.out.extend_from_slice(&bytes),
+            Step::Trickle(bytes) => {
+                flush(conn);
+                for (i, byte) in bytes.iter().enumerate() {
+                    if !conn.out.is_empty() {
+                        // The socket is full: the rest goes out as it drains.
+                        conn.out.extend_from_slice(&bytes[i..]);
+                        break;
+                    }
+                    conn.out.push(*byte);
+                    flush(conn);
+                }
+            }
             Step::Gate if *gate_open => *gate_open = false,
             Step::Gate => {
+                conn.script.push_front(Step::Gate);
                 flush(conn);
                 return;
             }
             Step::Close => conn.close_when_flushed = true,
         }
-        conn.script.pop_front();
     }
 }
 
