@@ -1011,3 +1011,9 @@ pub fn scratch_file(tag: &str, contents: &str) -> std::path::PathBuf {
     std::fs::write(&path, contents).expect("write a scratch file");
     path
 }
+
+/// Live processes of the process group `pgid`: an [`Lb`]'s whole tree
+/// (masters and workers, also across a binary upgrade).
+pub fn process_group(pgid: u32) -> Vec<u32> {
+    group_members(pgid)
+}
