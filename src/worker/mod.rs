@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::{CLIENT_BUF, Ctx, HEAD_BUF, Session, Verdict};
 use crate::signals::{Signal, Signals};
+use crate::tls;
 use crate::upstream::Backend;
 use timer::Timers;
 use token::Slot;
@@ -96,6 +97,15 @@ impl Worker {
                 .register(l, token::METRICS_LISTENER, Interest::READABLE)?;
         }
         let backends = config.backends.clone();
+        let tls = match backends.iter().any(|b| b.tls) {
+            true => Some(
+                tls::client_config(config.insecure, config.ca_file.as_deref())
+                    .map_err(io::Error::other)?,
+            ),
+            false => None,
+        };
+        let pool =
+            Pool::new(&backends, MAX_IDLE_PER_BACKEND, POOL_IDLE, tls).map_err(io::Error::other)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let mut health = Health::new(&backends, &config.health);
         health.start_probes(&backends, Arc::clone(&waker))?;
@@ -112,7 +122,7 @@ impl Worker {
             health,
             _waker: waker,
             sessions: Slab::with_capacity(1024),
-            pool: Pool::new(backends.len(), MAX_IDLE_PER_BACKEND, POOL_IDLE),
+            pool,
             client_bufs: BufPool::new(CLIENT_BUF),
             heads: HeadPool::new(HEAD_BUF),
             balancer: Balancer::new(config.strategy, &backends),
@@ -322,6 +332,11 @@ impl Worker {
         }
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             up.writable = true;
+        }
+        if up.on_ready().is_err() {
+            // A TLS record could not be sent: whoever reads next sees it.
+            up.read_closed = true;
+            up.readable = true;
         }
         match up.owner {
             Some(session) => self.drive(session, now),

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use load_balancer::origin::Origin;
 
+pub mod tls;
+
 /// Read/write timeout of [`Client`] and of the raw helpers.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`Lb::start`] waits for the port to accept connections.
