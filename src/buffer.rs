@@ -44,6 +44,10 @@ impl Buf {
         &self.data[self.start..self.end]
     }
 
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
     pub fn len(&self) -> usize {
         self.end - self.start
     }
@@ -65,6 +69,22 @@ impl Buf {
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len());
         self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Removes `n` bytes at offset `at` of the data, moving what follows
+    /// them down (a re-framed body left a gap behind its rewritten part).
+    pub fn cut(&mut self, at: usize, n: usize) {
+        if n == 0 {
+            return;
+        }
+        debug_assert!(at + n <= self.len());
+        let from = self.start + at;
+        self.data.copy_within(from + n..self.end, from);
+        self.end -= n;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -132,9 +152,12 @@ impl Spares {
         self.free.push(storage);
     }
 
-    fn trim(&mut self) {
-        self.free.drain(..self.low.min(self.free.len()));
+    /// Returns how many spares were freed.
+    fn trim(&mut self) -> usize {
+        let unused = self.low.min(self.free.len());
+        self.free.drain(..unused);
         self.low = self.free.len();
+        unused
     }
 }
 
@@ -188,9 +211,10 @@ impl BufPool {
         }
     }
 
-    /// Frees the storage that was not lent since the last trim.
-    pub fn trim(&mut self) {
-        self.spares.trim();
+    /// Frees the storage that was not lent since the last trim; returns
+    /// how many buffers that was.
+    pub fn trim(&mut self) -> usize {
+        self.spares.trim()
     }
 
     /// Storage held for later loans.
@@ -247,8 +271,8 @@ impl HeadPool {
     }
 
     /// Frees the storage that was not lent since the last trim.
-    pub fn trim(&mut self) {
-        self.spares.trim();
+    pub fn trim(&mut self) -> usize {
+        self.spares.trim()
     }
 
     /// Storage held for later loans.

@@ -25,6 +25,8 @@ pub enum ProxyError {
     NotFound,
     /// No complete head within the head timeout (408).
     HeadTimeout,
+    /// The request body stalled before the response started (408).
+    BodyTimeout,
     /// No backend could be connected (502).
     NoBackend,
     /// Every backend is known to be down (503).
@@ -53,7 +55,8 @@ impl ProxyError {
             | ProxyError::HeadTooLarge
             | ProxyError::MethodNotAllowed
             | ProxyError::NotFound
-            | ProxyError::HeadTimeout => Blame::Client,
+            | ProxyError::HeadTimeout
+            | ProxyError::BodyTimeout => Blame::Client,
             ProxyError::NoBackend | ProxyError::BadGateway(_) | ProxyError::GatewayTimeout => {
                 Blame::Backend
             }
@@ -69,6 +72,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method not allowed",
             ProxyError::NotFound => "not found",
             ProxyError::HeadTimeout => "head timeout",
+            ProxyError::BodyTimeout => "request body timeout",
             ProxyError::NoBackend => "no backend could be connected",
             ProxyError::AllBackendsDown => "every backend is down",
             ProxyError::GatewayTimeout => "response timeout",
@@ -81,10 +85,23 @@ impl ProxyError {
             ProxyError::HeadTooLarge => 431,
             ProxyError::MethodNotAllowed => 405,
             ProxyError::NotFound => 404,
-            ProxyError::HeadTimeout => 408,
+            ProxyError::HeadTimeout | ProxyError::BodyTimeout => 408,
             ProxyError::NoBackend | ProxyError::BadGateway(_) => 502,
             ProxyError::AllBackendsDown => 503,
             ProxyError::GatewayTimeout => 504,
+        }
+    }
+
+    /// The answer to send: without its body when it answers a HEAD
+    /// request (RFC 9110 §9.3.2), errors included.
+    pub fn answer(self, to_head: bool) -> &'static [u8] {
+        let whole = self.response();
+        match to_head {
+            true => whole
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(whole, |end| &whole[..end + 4]),
+            false => whole,
         }
     }
 
@@ -105,7 +122,7 @@ impl ProxyError {
             ProxyError::NotFound => {
                 b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nNot Found\n"
             }
-            ProxyError::HeadTimeout => {
+            ProxyError::HeadTimeout | ProxyError::BodyTimeout => {
                 b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nRequest Timeout\n"
             }
             ProxyError::NoBackend | ProxyError::BadGateway(_) => {
@@ -133,6 +150,7 @@ mod tests {
             ProxyError::MethodNotAllowed,
             ProxyError::NotFound,
             ProxyError::HeadTimeout,
+            ProxyError::BodyTimeout,
             ProxyError::NoBackend,
             ProxyError::AllBackendsDown,
             ProxyError::BadGateway("x"),
@@ -149,6 +167,8 @@ mod tests {
                 head.contains(&format!("Content-Length: {}\r\n", body.len())),
                 "{head}"
             );
+            let to_head = std::str::from_utf8(e.answer(true)).unwrap();
+            assert_eq!(to_head, format!("{head}\r\n\r\n"));
         }
     }
 }

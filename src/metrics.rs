@@ -66,8 +66,12 @@ impl Layout {
     fn ready(&self) -> usize {
         self.down(self.backends)
     }
+    /// Failed active probes, by backend (each worker probes on its own).
+    fn health_check_failures(&self, backend: usize) -> usize {
+        self.ready() + 1 + backend
+    }
     fn per_slot(&self) -> usize {
-        self.ready() + 1
+        self.health_check_failures(self.backends)
     }
     fn total(&self) -> usize {
         HEADER + self.slots * self.per_slot()
@@ -206,6 +210,11 @@ impl Metrics {
         self.add(self.layout.failures(backend.0), 1);
     }
 
+    /// `n` active health probes of `backend` failed.
+    pub fn health_check_failures(&self, backend: BackendId, n: u64) {
+        self.add(self.layout.health_check_failures(backend.0), n);
+    }
+
     /// The master respawned a worker.
     pub fn worker_restarted(&self) {
         self.header(RESTARTS).fetch_add(1, Ordering::Relaxed);
@@ -293,6 +302,19 @@ impl Metrics {
         for (i, label) in backends.iter().enumerate() {
             let n = self.sum(layout.failures(i));
             let _ = writeln!(out, "lb_backend_failures_total{{backend=\"{label}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "lb_health_check_failures_total",
+            "counter",
+            "Active health probes that failed, summed over workers.",
+        );
+        for (i, label) in backends.iter().enumerate() {
+            let n = self.sum(layout.health_check_failures(i));
+            let _ = writeln!(
+                out,
+                "lb_health_check_failures_total{{backend=\"{label}\"}} {n}"
+            );
         }
         header(
             &mut out,
@@ -390,8 +412,94 @@ mod tests {
             "lb_backend_failures_total{backend=\"127.0.0.1:9001\"} 1",
             "lb_backend_up{backend=\"127.0.0.1:9001\"} 1",
             "lb_connections_active 7",
+            "lb_health_check_failures_total{backend=\"127.0.0.1:9001\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
+        lint(&text);
+    }
+
+    #[test]
+    fn health_check_failures_are_summed_over_workers() {
+        let backends = vec![
+            parse_spec("127.0.0.1:9001", BackendId(0)).unwrap(),
+            parse_spec("127.0.0.1:9002", BackendId(1)).unwrap(),
+        ];
+        let master = Metrics::create(&backends, 2).unwrap();
+        let w0 = Metrics::attach(&backends, 0, reopen(&master)).unwrap();
+        let w1 = Metrics::attach(&backends, 1, reopen(&master)).unwrap();
+        w0.health_check_failures(BackendId(1), 2);
+        w1.health_check_failures(BackendId(1), 3);
+        w1.failure(BackendId(0));
+        let text = w0.render();
+        for line in [
+            "lb_health_check_failures_total{backend=\"127.0.0.1:9001\"} 0",
+            "lb_health_check_failures_total{backend=\"127.0.0.1:9002\"} 5",
+            "lb_backend_failures_total{backend=\"127.0.0.1:9001\"} 1",
+            "lb_backend_failures_total{backend=\"127.0.0.1:9002\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert_eq!(text, w1.render(), "whichever worker answers");
+        lint(&text);
+    }
+
+    /// What `promtool check metrics` insists on for the text format: each
+    /// family announced once by HELP then TYPE, before its samples, samples
+    /// of a family together, every sample line `name{labels} value` with a
+    /// name of its family (histograms add `_bucket`, `_sum`, `_count`).
+    fn lint(text: &str) {
+        let mut families: Vec<(&str, &str)> = Vec::new();
+        let mut help: Option<&str> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, doc) = rest.split_once(' ').expect("HELP name text");
+                assert!(!doc.is_empty(), "{line}");
+                assert!(
+                    families.iter().all(|(n, _)| *n != name),
+                    "{name} announced twice"
+                );
+                help = Some(name);
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+                assert_eq!(help.take(), Some(name), "TYPE right after its HELP");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                families.push((name, kind));
+            } else {
+                let &(family, kind) = families.last().expect("a sample before any TYPE");
+                let (series, value) = line.rsplit_once(' ').expect("name value");
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+                let name = series.split('{').next().unwrap_or_default();
+                let ok = match kind {
+                    "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(family)),
+                    _ => name == family,
+                };
+                assert!(ok, "{line} outside its family {family}");
+                if kind == "counter" {
+                    assert!(family.ends_with("_total"), "{family}");
+                }
+                if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+                    let inner = labels
+                        .strip_prefix('{')
+                        .and_then(|l| l.strip_suffix('}'))
+                        .expect("{labels}");
+                    for pair in inner.split(',') {
+                        let (k, v) = pair.split_once('=').expect("label=value");
+                        assert!(
+                            !k.is_empty()
+                                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                            "{line}"
+                        );
+                        assert!(
+                            v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                            "{line}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(help.is_none(), "HELP without TYPE");
     }
 }

@@ -1,12 +1,13 @@
-//! Health (SPEC §8, issue 4): active probes, passive circuit breaker,
-//! failover, panic mode.
+//! Health (SPEC §8, issues 4 and 11): active probes with HAProxy's
+//! fall/rise thresholds, passive circuit breaker, failover, panic mode.
 
 mod common;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Lb, backend_arg, get, wait_until};
+use common::ProbeAnswer::{Silent, Status};
+use common::{Client, Lb, ScriptedOrigin, backend_arg, get, scratch_file, wait_until};
 use load_balancer::origin::{Origin, OriginConfig};
 
 fn origin(name: &str) -> Origin {
@@ -215,4 +216,223 @@ fn a_post_is_retried_elsewhere_only_with_an_idempotency_key() {
         .request("POST", "/echo", &[("Idempotency-Key", "k1")], b"x");
     assert_eq!(keyed.status, 200);
     assert_eq!(keyed.header("X-Origin"), Some("b"));
+}
+
+/// One scrape: `lb_backend_up` and `lb_health_check_failures_total` of the
+/// backend at `addr`, and the whole text.
+struct Probed {
+    up: Option<u64>,
+    failed: Option<u64>,
+    text: String,
+}
+
+fn probed(lb: &Lb, addr: std::net::SocketAddr) -> Probed {
+    let text = get(lb.port(), "/metrics").body_str();
+    Probed {
+        up: metric(&text, &format!("lb_backend_up{{backend=\"{addr}\"}}")),
+        failed: metric(
+            &text,
+            &format!("lb_health_check_failures_total{{backend=\"{addr}\"}}"),
+        ),
+        text,
+    }
+}
+
+/// A `-c` file with these backends and health thresholds; probe path,
+/// interval and timeout come from the command line.
+fn thresholds_config(backends: &[std::net::SocketAddr], unhealthy: u32, healthy: u32) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!(r#"{{"host": "{}", "port": {}}}"#, a.ip(), a.port()))
+        .collect();
+    let json = format!(
+        r#"{{"backends": [{}], "health": {{"unhealthy_threshold": {unhealthy}, "healthy_threshold": {healthy}}}}}"#,
+        list.join(", ")
+    );
+    let path = scratch_file("health.json", &json);
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+fn start_with_thresholds(s: &ScriptedOrigin, b: &Origin, unhealthy: u32, healthy: u32) -> Lb {
+    let config = thresholds_config(&[s.addr(), b.addr()], unhealthy, healthy);
+    Lb::start(&[
+        "-c",
+        &config,
+        "--health-path",
+        "/health",
+        "--health-interval-ms",
+        "100",
+        "--health-timeout-ms",
+        "300",
+    ])
+}
+
+/// Waits until `s` has answered `n` probes more than `after`.
+fn wait_for_probes(s: &ScriptedOrigin, after: usize, n: usize) {
+    assert!(
+        wait_until(Duration::from_secs(10), || s.probes().len() >= after + n),
+        "{n} more probes never came: {:?}",
+        s.probes()
+    );
+}
+
+#[test]
+fn a_proven_backend_stays_in_rotation_through_failed_probes_below_the_threshold() {
+    let s = ScriptedOrigin::start("s");
+    let b = origin("b");
+    let lb = start_with_thresholds(&s, &b, 3, 2);
+    // Two good probes answered: the first one's verdict has been applied,
+    // so the backend has proven itself.
+    wait_for_probes(&s, 0, 2);
+    // One 500, one timeout, then two in a row: each streak stays below 3.
+    s.push(&[Status(500), Silent, Status(200), Status(503), Status(503)]);
+    let mut seen = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let p = probed(&lb, s.addr());
+            assert_eq!(p.up, Some(1), "taken out of rotation:\n{}", p.text);
+            let done = p.failed == Some(4);
+            seen = Some(p);
+            done
+        }),
+        "four failed probes never counted: {:?}",
+        seen.map(|p| p.text)
+    );
+    // A good probe after the script is applied too, and changes nothing.
+    let after = s.probes().len();
+    wait_for_probes(&s, after, 2);
+    let p = probed(&lb, s.addr());
+    assert_eq!((p.up, p.failed), (Some(1), Some(4)), "{}", p.text);
+    assert!(
+        p.text
+            .lines()
+            .any(|l| l == "# TYPE lb_health_check_failures_total counter"),
+        "{}",
+        p.text
+    );
+    let b_line = format!(
+        "lb_health_check_failures_total{{backend=\"{}\"}} 0",
+        b.addr()
+    );
+    assert!(p.text.lines().any(|l| l == b_line), "{}", p.text);
+    assert!(
+        !lb.stderr_lines().iter().any(|l| l.contains("is down")),
+        "{:?}",
+        lb.stderr_lines()
+    );
+    let mut client = lb.client();
+    let names: Vec<String> = (0..4)
+        .map(|_| client.request("GET", "/", &[], b"").body_str())
+        .collect();
+    assert!(names.iter().any(|n| n == "hello from s\n"), "{names:?}");
+}
+
+#[test]
+fn a_proven_backend_is_out_after_threshold_failed_probes_and_back_after_threshold_good_ones() {
+    let s = ScriptedOrigin::start("s");
+    let b = origin("b");
+    let lb = start_with_thresholds(&s, &b, 3, 3);
+    wait_for_probes(&s, 0, 2);
+    s.set_default(Status(500));
+    // Out once three failed probes in a row are applied, not before.
+    assert!(wait_until(Duration::from_secs(10), || {
+        let p = probed(&lb, s.addr());
+        let failed = p.failed.expect("the counter is exposed");
+        assert!(
+            p.up == Some(1) || failed >= 3,
+            "down after {failed} failed probes:\n{}",
+            p.text
+        );
+        p.up == Some(0)
+    }));
+    assert!(lb.wait_for_log(
+        "is down: health probe failed 3 times in a row (status 500)",
+        Duration::from_secs(1)
+    ));
+    for _ in 0..6 {
+        assert_eq!(get(lb.port(), "/").body_str(), "hello from b\n");
+    }
+    // Back once three good probes in a row are applied, not before.
+    s.set_default(Status(200));
+    let good_since_last_failure = || {
+        let probes = s.probes();
+        probes.iter().rev().take_while(|a| a.is_good()).count()
+    };
+    assert!(wait_until(Duration::from_secs(10), || {
+        // Probes answered by the time of the scrape bound those applied.
+        let p = probed(&lb, s.addr());
+        let good = good_since_last_failure();
+        assert!(
+            p.up == Some(0) || good >= 3,
+            "up after {good} good probes:\n{}",
+            p.text
+        );
+        p.up == Some(1)
+    }));
+    assert!(lb.wait_for_log("is up again", Duration::from_secs(1)));
+    // Every failed probe counted once, including those while down.
+    let failed = s.probes().iter().filter(|a| !a.is_good()).count() as u64;
+    assert!(failed >= 3);
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            last = probed(&lb, s.addr()).failed;
+            last == Some(failed)
+        }),
+        "counter {last:?}, failed probes {failed}"
+    );
+}
+
+#[test]
+fn a_backend_dead_at_start_is_out_after_its_first_probe() {
+    // Bound but not listening: connects are refused, and no other test can
+    // take the port meanwhile.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    socket.bind(&any.into()).expect("bind");
+    let dead = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("bound address");
+    let b = origin("b");
+    let (dead_arg, bb) = (dead.to_string(), backend_arg(&b));
+    // One probe round only: the first verdict alone must take it out.
+    let lb = Lb::start(&[
+        "-b",
+        &dead_arg,
+        "-b",
+        &bb,
+        "--health-path",
+        "/health",
+        "--health-interval-ms",
+        "60000",
+    ]);
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let p = probed(&lb, dead);
+            let done = p.up == Some(0);
+            last = Some(p);
+            done
+        }),
+        "{:?}",
+        last.map(|p| p.text)
+    );
+    let p = last.expect("scraped");
+    assert_eq!(p.failed, Some(1), "{}", p.text);
+    assert!(lb.wait_for_log(
+        "is down: health probe failed (connect refused) before any success since start",
+        Duration::from_secs(1)
+    ));
+    for _ in 0..4 {
+        assert_eq!(get(lb.port(), "/").body_str(), "hello from b\n");
+    }
+    let text = get(lb.port(), "/metrics").body_str();
+    let passive = metric(
+        &text,
+        &format!("lb_backend_failures_total{{backend=\"{dead}\"}}"),
+    );
+    assert_eq!(passive, Some(0), "no request was tried on it:\n{text}");
 }

@@ -116,25 +116,27 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Health")]
     health_timeout_ms: Option<Duration>,
 
-    /// A client must send a complete request head within this (408)
-    #[arg(long, value_name = "N", default_value = "10000", value_parser = parse_ms,
-          help_heading = "Timeouts")]
-    head_timeout_ms: Duration,
+    // The timeouts have no clap defaults, so that a config file key applies
+    // unless the flag was given (`Timeouts::default` has the values).
+    /// A client must send a complete request head within this (408) [default: 10000]
+    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    head_timeout_ms: Option<Duration>,
 
-    /// Close an idle keep-alive client connection after this
-    #[arg(long, value_name = "N", default_value = "60000", value_parser = parse_ms,
-          help_heading = "Timeouts")]
-    idle_timeout_ms: Duration,
+    /// A request body may stall this long before the response started (408) [default: 60000]
+    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    body_timeout_ms: Option<Duration>,
 
-    /// Give up connecting to a backend after this
-    #[arg(long, value_name = "N", default_value = "2000", value_parser = parse_ms,
-          help_heading = "Timeouts")]
-    connect_timeout_ms: Duration,
+    /// Close an idle keep-alive client connection after this [default: 60000]
+    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    idle_timeout_ms: Option<Duration>,
 
-    /// A backend must send its response head within this (504)
-    #[arg(long, value_name = "N", default_value = "60000", value_parser = parse_ms,
-          help_heading = "Timeouts")]
-    response_timeout_ms: Duration,
+    /// Give up connecting to a backend after this [default: 2000]
+    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    connect_timeout_ms: Option<Duration>,
+
+    /// A backend must send its response head within this (504) [default: 60000]
+    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    response_timeout_ms: Option<Duration>,
 
     /// err | warn | info | debug
     #[arg(
@@ -174,28 +176,36 @@ where
 
 fn build(a: Args) -> Result<Config, String> {
     let listen = SocketAddr::new(a.host, a.port);
-    let (backends, file_strategy, file_health) = match (&a.config, a.backends.is_empty()) {
-        (Some(_), false) => {
-            return Err(
+    let (backends, file_strategy, file_health, file_timeouts) =
+        match (&a.config, a.backends.is_empty()) {
+            (Some(_), false) => {
+                return Err(
                 "-b/--backend cannot be combined with -c/--config (backends come from the file)"
                     .into(),
             );
-        }
-        (None, true) => return Err("no backend: give -b HOST:PORT (repeatable) or -c FILE".into()),
-        (Some(path), true) => {
-            let f = file::load(path)?;
-            (f.backends, f.strategy, f.health)
-        }
-        (None, false) => {
-            let backends = a
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(i, spec)| upstream::parse_spec(spec, BackendId(i)))
-                .collect::<Result<Vec<_>, _>>()?;
-            (backends, None, file::FileHealth::default())
-        }
-    };
+            }
+            (None, true) => {
+                return Err("no backend: give -b HOST:PORT (repeatable) or -c FILE".into());
+            }
+            (Some(path), true) => {
+                let f = file::load(path)?;
+                (f.backends, f.strategy, f.health, f.timeouts)
+            }
+            (None, false) => {
+                let backends = a
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, spec)| upstream::parse_spec(spec, BackendId(i)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (
+                    backends,
+                    None,
+                    file::FileHealth::default(),
+                    file::FileTimeouts::default(),
+                )
+            }
+        };
     let defaults = HealthConfig::default();
     let health = HealthConfig {
         path: a.health_path.or(file_health.path).unwrap_or(defaults.path),
@@ -243,11 +253,16 @@ fn build(a: Args) -> Result<Config, String> {
         metrics_addr: a.metrics_addr,
         config_file: a.config.map(absolute),
         health,
-        timeouts: Timeouts {
-            head: a.head_timeout_ms,
-            idle: a.idle_timeout_ms,
-            connect: a.connect_timeout_ms,
-            response: a.response_timeout_ms,
+        timeouts: {
+            let d = Timeouts::default();
+            let f = file_timeouts;
+            Timeouts {
+                head: a.head_timeout_ms.or(f.head).unwrap_or(d.head),
+                body: a.body_timeout_ms.or(f.body).unwrap_or(d.body),
+                idle: a.idle_timeout_ms.or(f.idle).unwrap_or(d.idle),
+                connect: a.connect_timeout_ms.or(f.connect).unwrap_or(d.connect),
+                response: a.response_timeout_ms.or(f.response).unwrap_or(d.response),
+            }
         },
     })
 }
@@ -461,6 +476,8 @@ mod tests {
             "50",
             "--head-timeout-ms",
             "1",
+            "--body-timeout-ms",
+            "5",
             "--idle-timeout-ms",
             "2",
             "--connect-timeout-ms",
@@ -497,6 +514,7 @@ mod tests {
             c.timeouts,
             Timeouts {
                 head: ms(1),
+                body: ms(5),
                 idle: ms(2),
                 connect: ms(3),
                 response: ms(4)
@@ -710,7 +728,9 @@ mod tests {
             r#"{"backends": [{"host": "127.0.0.1", "port": 1}, {"host": "127.0.0.1", "port": 2, "weight": 5}],
                 "strategy": "weighted",
                 "health": {"path": "/file", "interval_ms": 7, "timeout_ms": 8,
-                           "unhealthy_threshold": 9, "healthy_threshold": 10}}"#,
+                           "unhealthy_threshold": 9, "healthy_threshold": 10},
+                "head_timeout_ms": 11, "body_timeout_ms": 12, "idle_timeout_ms": 13,
+                "connect_timeout_ms": 14, "response_timeout_ms": 15}"#,
         )
         .unwrap();
         let p = path.to_str().unwrap();
@@ -730,6 +750,16 @@ mod tests {
                 healthy_threshold: 10,
             }
         );
+        assert_eq!(
+            c.timeouts,
+            Timeouts {
+                head: ms(11),
+                body: ms(12),
+                idle: ms(13),
+                connect: ms(14),
+                response: ms(15),
+            }
+        );
         let c = parse(&[
             "-c",
             p,
@@ -739,8 +769,11 @@ mod tests {
             "/cli",
             "--health-timeout-ms",
             "3",
+            "--body-timeout-ms",
+            "4",
         ])
         .unwrap();
+        assert_eq!((c.timeouts.body, c.timeouts.head), (ms(4), ms(11)));
         assert_eq!(c.strategy, Strategy::Random);
         assert_eq!(
             (c.health.path.as_str(), c.health.interval, c.health.timeout),

@@ -21,6 +21,17 @@ pub struct FileConfig {
     pub backends: Vec<Backend>,
     pub strategy: Option<Strategy>,
     pub health: FileHealth,
+    pub timeouts: FileTimeouts,
+}
+
+/// The file's timeout keys (`head_timeout_ms`, ...); every one optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileTimeouts {
+    pub head: Option<Duration>,
+    pub body: Option<Duration>,
+    pub idle: Option<Duration>,
+    pub connect: Option<Duration>,
+    pub response: Option<Duration>,
 }
 
 /// The file's `health` object; every key is optional.
@@ -87,6 +98,13 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
             unhealthy_threshold: health.unhealthy_threshold.map(NonZeroU32::get),
             healthy_threshold: health.healthy_threshold.map(NonZeroU32::get),
         },
+        timeouts: FileTimeouts {
+            head: ms(raw.head_timeout_ms),
+            body: ms(raw.body_timeout_ms),
+            idle: ms(raw.idle_timeout_ms),
+            connect: ms(raw.connect_timeout_ms),
+            response: ms(raw.response_timeout_ms),
+        },
     })
 }
 
@@ -124,6 +142,11 @@ struct JsonFile {
     backends: Vec<JsonBackend>,
     strategy: Option<JsonStrategy>,
     health: Option<JsonHealth>,
+    head_timeout_ms: Option<NonZeroU64>,
+    body_timeout_ms: Option<NonZeroU64>,
+    idle_timeout_ms: Option<NonZeroU64>,
+    connect_timeout_ms: Option<NonZeroU64>,
+    response_timeout_ms: Option<NonZeroU64>,
 }
 
 #[derive(Deserialize)]
@@ -255,7 +278,7 @@ mod tests {
             ),
             (
                 "{\"backends\": [{\"host\": \"127.0.0.1\", \"port\": 1}],\n  \"stratgy\": \"random\"}",
-                "unknown field `stratgy`, expected one of `backends`, `strategy`, `health` at line 2 column 11",
+                "unknown field `stratgy`, expected one of `backends`, `strategy`, `health`, `head_timeout_ms`",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1, "wieght": 2}]}"#,

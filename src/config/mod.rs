@@ -119,6 +119,9 @@ impl Default for HealthConfig {
 pub struct Timeouts {
     /// A client must deliver a complete request head within this (408).
     pub head: Duration,
+    /// A request body that stalls this long before the response started
+    /// is answered 408.
+    pub body: Duration,
     /// An idle keep-alive client connection is closed after this; also the
     /// inactivity limit while a body is streaming.
     pub idle: Duration,
@@ -132,6 +135,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             head: Duration::from_secs(10),
+            body: Duration::from_secs(60),
             idle: Duration::from_secs(60),
             connect: Duration::from_secs(2),
             response: Duration::from_secs(60),

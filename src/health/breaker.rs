@@ -14,26 +14,47 @@ pub enum Transition {
     Up,
 }
 
-/// Per-backend consecutive failure and success counters (SPEC §8).
+/// One backend's streaks. Passive and probe failures are counted apart
+/// because each has its own kind of success to clear it (see [`Breaker`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Streaks {
+    /// Consecutive passive failures while up.
+    passive_failures: u32,
+    /// Consecutive failed probes while up.
+    probe_failures: u32,
+    /// Consecutive successes (passive or probe) while down.
+    successes: u32,
+    /// A good probe or a whole passive exchange happened since start. Never
+    /// cleared: a backend that once served is judged by thresholds, even
+    /// after a flap.
+    proven: bool,
+}
+
+/// Per-backend consecutive failure and success counters (SPEC §8), with
+/// HAProxy's `fall`/`rise` reading of the thresholds.
 ///
 /// Rules:
 /// - a passive failure (connect error or timeout, I/O error mid-exchange,
-///   response-head timeout) counts toward `unhealthy_threshold`; reaching it
-///   marks an up backend down;
-/// - a passive success resets the failure count; a good probe does not (a
-///   backend that answers its health path but fails real requests must
-///   still be caught). On a down backend either counts toward
-///   `healthy_threshold`, and reaching it brings the backend back. Passive
-///   successes on a down backend only happen in panic mode, when requests
-///   still go to down backends;
-/// - a failed probe marks an up backend down at once: unlike a passive
-///   failure, which may be the network or one unlucky connection, it is the
-///   backend itself saying it is unhealthy. On a down backend it restarts the
-///   success count.
+///   response-head timeout) counts toward `unhealthy_threshold`; a passive
+///   success resets that count. A good probe does not: a backend that
+///   answers its health path but fails real requests must still be caught;
+/// - a failed probe of a *proven* backend (one that has had a good probe or
+///   a whole passive exchange since start) counts toward
+///   `unhealthy_threshold` in its own streak, which only a good probe
+///   resets: a passive success does not, so a health endpoint that turns
+///   503 to drain a backend takes it out even while real requests succeed.
+///   One slow probe under load thus never pulls a healthy backend out;
+/// - a failed probe of a backend never proven marks it down at once (as
+///   HAProxy's default `init-state up`): it has never shown it works, and
+///   a backend dead at start should not get `unhealthy_threshold` rounds
+///   of traffic;
+/// - on a down backend any success (probe or passive) counts toward
+///   `healthy_threshold`, and reaching it brings the backend back; any
+///   failure restarts that count. Passive outcomes on a down backend only
+///   happen in panic mode, when requests still go to down backends.
 #[derive(Debug, Clone)]
 pub struct Breaker {
-    failures: Vec<u32>,
-    successes: Vec<u32>,
+    streaks: Vec<Streaks>,
     unhealthy_threshold: u32,
     healthy_threshold: u32,
 }
@@ -43,8 +64,7 @@ impl Breaker {
     /// mean "down before any failure", which no caller can want.
     pub fn new(n: usize, unhealthy_threshold: u32, healthy_threshold: u32) -> Breaker {
         Breaker {
-            failures: vec![0; n],
-            successes: vec![0; n],
+            streaks: vec![Streaks::default(); n],
             unhealthy_threshold: unhealthy_threshold.max(1),
             healthy_threshold: healthy_threshold.max(1),
         }
@@ -60,24 +80,35 @@ impl Breaker {
 
     /// Consecutive passive failures of an up backend so far.
     pub fn failures(&self, id: BackendId) -> u32 {
-        self.failures[id.0]
+        self.streaks[id.0].passive_failures
+    }
+
+    /// Consecutive failed probes of an up, proven backend so far.
+    pub fn probe_failures(&self, id: BackendId) -> u32 {
+        self.streaks[id.0].probe_failures
     }
 
     /// Consecutive successes of a down backend so far.
     pub fn successes(&self, id: BackendId) -> u32 {
-        self.successes[id.0]
+        self.streaks[id.0].successes
+    }
+
+    /// Whether `id` has succeeded once since start (then a failed probe
+    /// counts toward the threshold instead of marking it down at once).
+    pub fn is_proven(&self, id: BackendId) -> bool {
+        self.streaks[id.0].proven
     }
 
     /// A passive failure of a request sent to `id`.
     pub fn on_failure(&mut self, id: BackendId, bitmap: &mut HealthBitmap) -> Option<Transition> {
-        self.successes[id.0] = 0;
+        let s = &mut self.streaks[id.0];
+        s.successes = 0;
         if !bitmap.is_up(id) {
             // Already down (panic mode): nothing more to learn from it.
             return None;
         }
-        let failures = &mut self.failures[id.0];
-        *failures = failures.saturating_add(1);
-        if *failures < self.unhealthy_threshold {
+        s.passive_failures = s.passive_failures.saturating_add(1);
+        if s.passive_failures < self.unhealthy_threshold {
             return None;
         }
         self.mark(id, false, bitmap)
@@ -87,16 +118,10 @@ impl Breaker {
     /// exchange ended cleanly (whatever the status code: a 500 is the
     /// application's answer, not the backend being unreachable).
     pub fn on_success(&mut self, id: BackendId, bitmap: &mut HealthBitmap) -> Option<Transition> {
-        self.failures[id.0] = 0;
-        if bitmap.is_up(id) {
-            return None;
-        }
-        let successes = &mut self.successes[id.0];
-        *successes = successes.saturating_add(1);
-        if *successes < self.healthy_threshold {
-            return None;
-        }
-        self.mark(id, true, bitmap)
+        let s = &mut self.streaks[id.0];
+        s.passive_failures = 0;
+        s.proven = true;
+        self.count_success(id, bitmap)
     }
 
     /// The verdict of one active probe of `id`.
@@ -106,24 +131,46 @@ impl Breaker {
         ok: bool,
         bitmap: &mut HealthBitmap,
     ) -> Option<Transition> {
+        let s = &mut self.streaks[id.0];
         if ok {
-            if bitmap.is_up(id) {
+            s.probe_failures = 0;
+            s.proven = true;
+            return self.count_success(id, bitmap);
+        }
+        s.successes = 0;
+        if !bitmap.is_up(id) {
+            return None;
+        }
+        if s.proven {
+            s.probe_failures = s.probe_failures.saturating_add(1);
+            if s.probe_failures < self.unhealthy_threshold {
                 return None;
             }
-            return self.on_success(id, bitmap);
         }
-        self.successes[id.0] = 0;
-        match bitmap.is_up(id) {
-            true => self.mark(id, false, bitmap),
-            false => None,
-        }
+        self.mark(id, false, bitmap)
     }
 
-    /// Both counters restart on a transition: each state's streak counts
-    /// only what happened in that state.
+    /// A success of either kind: counts toward `healthy_threshold` on a
+    /// down backend, nothing more on an up one.
+    fn count_success(&mut self, id: BackendId, bitmap: &mut HealthBitmap) -> Option<Transition> {
+        if bitmap.is_up(id) {
+            return None;
+        }
+        let s = &mut self.streaks[id.0];
+        s.successes = s.successes.saturating_add(1);
+        if s.successes < self.healthy_threshold {
+            return None;
+        }
+        self.mark(id, true, bitmap)
+    }
+
+    /// Every streak restarts on a transition: each state's streak counts
+    /// only what happened in that state. `proven` stays.
     fn mark(&mut self, id: BackendId, up: bool, bitmap: &mut HealthBitmap) -> Option<Transition> {
-        self.failures[id.0] = 0;
-        self.successes[id.0] = 0;
+        let s = &mut self.streaks[id.0];
+        s.passive_failures = 0;
+        s.probe_failures = 0;
+        s.successes = 0;
         bitmap.set(id, up);
         Some(if up { Transition::Up } else { Transition::Down })
     }
@@ -209,12 +256,92 @@ mod tests {
             up_at_end: true,
         },
         Case {
-            name: "a failed probe marks an up backend down at once",
+            name: "a first probe that fails marks the backend down at once",
             unhealthy: 3,
             healthy: 2,
             events: &[Bad, Bad],
             transitions: &[(0, D)],
             up_at_end: false,
+        },
+        Case {
+            name: "a passive failure proves nothing",
+            unhealthy: 3,
+            healthy: 2,
+            events: &[F, Bad],
+            transitions: &[(1, D)],
+            up_at_end: false,
+        },
+        Case {
+            name: "a proven backend survives failed probes below the threshold",
+            unhealthy: 3,
+            healthy: 2,
+            events: &[Ok, Bad, Bad],
+            transitions: &[],
+            up_at_end: true,
+        },
+        Case {
+            name: "threshold failed probes mark a proven backend down once",
+            unhealthy: 3,
+            healthy: 2,
+            events: &[Ok, Ok, Bad, Bad, Bad, Bad],
+            transitions: &[(4, D)],
+            up_at_end: false,
+        },
+        Case {
+            name: "a good probe resets the failed-probe streak",
+            unhealthy: 3,
+            healthy: 2,
+            events: &[Ok, Bad, Bad, Ok, Bad, Bad, Ok, Bad, Bad],
+            transitions: &[],
+            up_at_end: true,
+        },
+        Case {
+            name: "a passive success proves a backend",
+            unhealthy: 3,
+            healthy: 2,
+            events: &[S, Bad, Bad],
+            transitions: &[],
+            up_at_end: true,
+        },
+        Case {
+            name: "a passive success does not reset the failed-probe streak",
+            unhealthy: 3,
+            healthy: 2,
+            events: &[Ok, Bad, Bad, S, Bad],
+            transitions: &[(4, D)],
+            up_at_end: false,
+        },
+        Case {
+            name: "passive and probe failures keep separate streaks",
+            unhealthy: 3,
+            healthy: 2,
+            events: &[Ok, F, F, Bad, Bad, F],
+            transitions: &[(5, D)],
+            up_at_end: false,
+        },
+        Case {
+            name: "a backend stays proven after a flap",
+            unhealthy: 2,
+            healthy: 2,
+            events: &[Ok, Bad, Bad, Ok, Ok, Bad],
+            transitions: &[(2, D), (4, U)],
+            up_at_end: true,
+        },
+        Case {
+            name: "a backend down from its first probe is proven once back",
+            unhealthy: 3,
+            healthy: 2,
+            events: &[Bad, Ok, Ok, Bad, Bad],
+            transitions: &[(0, D), (2, U)],
+            up_at_end: true,
+        },
+        Case {
+            name: "an unhealthy threshold of one keeps the old at-once rule",
+            unhealthy: 1,
+            healthy: 1,
+            events: &[Ok, Bad, Ok],
+            transitions: &[(1, D), (2, U)],
+            up_at_end: true,
         },
         Case {
             name: "good probes bring a down backend back",
@@ -330,6 +457,12 @@ mod tests {
         assert_eq!(breaker.failures(id), 0, "restarted by the transition");
         breaker.on_success(id, &mut bitmap);
         assert_eq!(breaker.successes(id), 1);
+        assert!(breaker.is_proven(id));
+        breaker.on_success(id, &mut bitmap);
+        breaker.on_probe(id, false, &mut bitmap);
+        assert_eq!(breaker.probe_failures(id), 1, "counted: proven");
+        breaker.on_probe(id, true, &mut bitmap);
+        assert_eq!(breaker.probe_failures(id), 0, "reset by a good probe");
         assert_eq!(
             (breaker.unhealthy_threshold(), breaker.healthy_threshold()),
             (3, 2)

@@ -33,6 +33,8 @@ pub struct Health {
     /// The probe round last applied, so `apply_probes` is one atomic load
     /// when nothing is new.
     seen_round: u64,
+    /// Per backend, the prober's failed-probe count last reported.
+    seen_failed: Vec<u64>,
     cfg: HealthConfig,
 }
 
@@ -45,6 +47,7 @@ impl Health {
             breaker: Breaker::new(n, cfg.unhealthy_threshold, cfg.healthy_threshold),
             probes: None,
             seen_round: 0,
+            seen_failed: vec![0; n],
             cfg: cfg.clone(),
         }
     }
@@ -59,14 +62,15 @@ impl Health {
         waker: Arc<mio::Waker>,
     ) -> io::Result<JoinHandle<()>> {
         let results = Arc::new(ProbeResults::new(backends.len()));
-        let handle = probe::spawn(
-            backends.to_vec(),
-            self.cfg.clone(),
-            Arc::clone(&results),
-            waker,
-        )?;
-        self.attach_probes(results);
-        Ok(handle)
+        // Attached before the thread runs: attaching takes the round and the
+        // failure counts as already seen, so a first round finished in
+        // between would be skipped.
+        self.attach_probes(Arc::clone(&results));
+        let spawned = probe::spawn(backends.to_vec(), self.cfg.clone(), results, waker);
+        if spawned.is_err() {
+            self.stop_probes();
+        }
+        spawned
     }
 
     /// Reads verdicts from `results` from now on (a prober started by other
@@ -74,6 +78,9 @@ impl Health {
     pub fn attach_probes(&mut self, results: Arc<ProbeResults>) {
         self.stop_probes();
         self.seen_round = results.round();
+        for (i, seen) in self.seen_failed.iter_mut().enumerate() {
+            *seen = results.failed(BackendId(i));
+        }
         self.probes = Some(results);
     }
 
@@ -151,10 +158,17 @@ impl Health {
     }
 
     /// Feeds the breaker the verdicts of probe rounds not applied yet, and
-    /// returns whether any backend changed state (to refresh gauges). Call it
-    /// when the prober's waker fires; calling it more often is harmless and
-    /// costs one atomic load.
-    pub fn apply_probes(&mut self, backends: &[Backend]) -> bool {
+    /// returns whether any backend changed state (to refresh gauges).
+    /// `failed(id, n)` hears of the `n` probes of `id` that failed since the
+    /// last call (for `lb_health_check_failures_total`); every failed probe
+    /// is reported once, even one whose verdict a later round overwrote.
+    /// Call it when the prober's waker fires; calling it more often is
+    /// harmless and costs one atomic load.
+    pub fn apply_probes(
+        &mut self,
+        backends: &[Backend],
+        mut failed: impl FnMut(BackendId, u64),
+    ) -> bool {
         let Some(probes) = &self.probes else {
             return false;
         };
@@ -166,29 +180,58 @@ impl Health {
         let probes = Arc::clone(probes);
         let mut changed = false;
         for backend in backends {
-            let Some(outcome) = probes.take_outcome(backend.id) else {
+            let id = backend.id;
+            if let Some(seen) = self.seen_failed.get_mut(id.0) {
+                let total = probes.failed(id);
+                if total > *seen {
+                    failed(id, total - *seen);
+                    *seen = total;
+                }
+            }
+            let Some(outcome) = probes.take_outcome(id) else {
                 continue;
             };
-            match self
-                .breaker
-                .on_probe(backend.id, outcome.is_ok(), &mut self.bitmap)
-            {
-                Some(Transition::Down) => {
-                    crate::warn!(
-                        "backend {} is down: health probe failed ({outcome})",
-                        backend.label
-                    );
-                    self.log_panic_entry();
-                    changed = true;
-                }
-                Some(Transition::Up) => {
-                    self.log_up(&backend.label);
-                    changed = true;
-                }
-                None => {}
-            }
+            changed |= self.apply_probe(id, outcome, &backend.label);
         }
         changed
+    }
+
+    /// One probe verdict; `true` on a transition.
+    fn apply_probe(&mut self, id: BackendId, outcome: Outcome, label: &str) -> bool {
+        let proven = self.breaker.is_proven(id);
+        match self.breaker.on_probe(id, outcome.is_ok(), &mut self.bitmap) {
+            Some(Transition::Down) => {
+                match (proven, self.breaker.unhealthy_threshold()) {
+                    (false, _) => crate::warn!(
+                        "backend {label} is down: health probe failed ({outcome}) \
+                         before any success since start"
+                    ),
+                    (true, 1) => {
+                        crate::warn!("backend {label} is down: health probe failed ({outcome})")
+                    }
+                    (true, n) => crate::warn!(
+                        "backend {label} is down: health probe failed {n} times in a row ({outcome})"
+                    ),
+                }
+                self.log_panic_entry();
+                true
+            }
+            Some(Transition::Up) => {
+                self.log_up(label);
+                true
+            }
+            None => {
+                if !outcome.is_ok() && self.bitmap.is_up(id) {
+                    crate::info!(
+                        "health probe of {label} failed ({outcome}), {} of {} in a row \
+                         to mark it down",
+                        self.breaker.probe_failures(id),
+                        self.breaker.unhealthy_threshold()
+                    );
+                }
+                false
+            }
+        }
     }
 
     fn log_up(&self, label: &str) {
@@ -217,7 +260,7 @@ mod tests {
     use super::*;
     use crate::upstream::parse_spec;
     use std::io::{Read, Write};
-    use std::net::TcpListener;
+    use std::net::{SocketAddr, TcpListener};
     use std::sync::atomic::{AtomicU16, Ordering};
     use std::time::{Duration, Instant};
 
@@ -237,6 +280,11 @@ mod tests {
             results.store(BackendId(i), o);
         }
         results.finish_round();
+    }
+
+    /// Applies probe rounds, ignoring the failure counts.
+    fn apply(h: &mut Health, bs: &[Backend]) -> bool {
+        h.apply_probes(bs, |_, _| {})
     }
 
     #[test]
@@ -268,30 +316,142 @@ mod tests {
     fn probe_verdicts_are_applied_once() {
         let bs = backends(3);
         let mut h = Health::new(&bs, &cfg());
-        assert!(!h.apply_probes(&bs), "no prober attached");
+        assert!(!apply(&mut h, &bs), "no prober attached");
         let results = Arc::new(ProbeResults::new(3));
         h.attach_probes(Arc::clone(&results));
-        assert!(!h.apply_probes(&bs), "no round yet");
+        assert!(!apply(&mut h, &bs), "no round yet");
 
         round(
             &results,
             &[(0, Outcome::Status(500)), (1, Outcome::Status(200))],
         );
-        assert!(h.apply_probes(&bs));
-        assert!(!h.is_up(BackendId(0)), "a failed probe marks down at once");
+        assert!(apply(&mut h, &bs));
+        assert!(
+            !h.is_up(BackendId(0)),
+            "a failed first probe marks down at once"
+        );
         assert!(h.is_up(BackendId(1)) && h.is_up(BackendId(2)));
-        assert!(!h.apply_probes(&bs), "same round again changes nothing");
+        assert!(!apply(&mut h, &bs), "same round again changes nothing");
 
         round(&results, &[(0, Outcome::Status(200))]);
-        assert!(!h.apply_probes(&bs), "one good probe of two");
+        assert!(!apply(&mut h, &bs), "one good probe of two");
         // A round whose verdict was already taken must not count twice.
         results.finish_round();
-        assert!(!h.apply_probes(&bs));
+        assert!(!apply(&mut h, &bs));
         assert!(!h.is_up(BackendId(0)));
         round(&results, &[(0, Outcome::Status(200))]);
-        assert!(h.apply_probes(&bs));
+        assert!(apply(&mut h, &bs));
         assert!(h.is_up(BackendId(0)));
         assert!(results.take(BackendId(0)).is_none(), "consumed");
+    }
+
+    /// HAProxy's `fall`/`rise`: once a backend answered a probe, failed
+    /// probes count toward `unhealthy_threshold`, good ones toward
+    /// `healthy_threshold`.
+    #[test]
+    fn a_proven_backend_falls_after_the_threshold_and_rises_after_the_other() {
+        let bs = backends(2);
+        let mut h = Health::new(&bs, &cfg());
+        let results = Arc::new(ProbeResults::new(2));
+        h.attach_probes(Arc::clone(&results));
+        let a = BackendId(0);
+        round(&results, &[(0, Outcome::Status(200))]);
+        assert!(!apply(&mut h, &bs));
+        for bad in [Outcome::TimedOut, Outcome::Status(503)] {
+            round(&results, &[(0, bad)]);
+            assert!(!apply(&mut h, &bs), "{bad}: below the threshold");
+            assert!(h.is_up(a));
+        }
+        round(&results, &[(0, Outcome::ConnectRefused)]);
+        assert!(apply(&mut h, &bs), "third failed probe in a row");
+        assert!(!h.is_up(a));
+        round(&results, &[(0, Outcome::Status(200))]);
+        assert!(!apply(&mut h, &bs), "one good probe of two");
+        round(&results, &[(0, Outcome::Status(200))]);
+        assert!(apply(&mut h, &bs));
+        assert!(h.is_up(a));
+        // Back up, still proven: one failed probe is not enough again.
+        round(&results, &[(0, Outcome::TimedOut)]);
+        assert!(!apply(&mut h, &bs));
+        assert!(h.is_up(a));
+    }
+
+    #[test]
+    fn a_passive_success_before_the_first_probe_proves_the_backend() {
+        let bs = backends(1);
+        let mut h = Health::new(&bs, &cfg());
+        let results = Arc::new(ProbeResults::new(1));
+        h.attach_probes(Arc::clone(&results));
+        h.on_success(BackendId(0), &bs[0].label);
+        round(&results, &[(0, Outcome::TimedOut)]);
+        assert!(!apply(&mut h, &bs));
+        assert!(h.is_up(BackendId(0)));
+    }
+
+    /// The counter behind `lb_health_check_failures_total` misses no
+    /// failure, even when the loop applies two rounds at once and the breaker
+    /// sees only the newest verdict.
+    #[test]
+    fn every_failed_probe_is_reported_once() {
+        let bs = backends(2);
+        let mut h = Health::new(&bs, &cfg());
+        let results = Arc::new(ProbeResults::new(2));
+        // Failures before `attach_probes` belong to an earlier reader.
+        results.store(BackendId(1), Outcome::Io);
+        h.attach_probes(Arc::clone(&results));
+        let mut reported = vec![0u64; 2];
+        let mut apply_counting = |h: &mut Health| {
+            h.apply_probes(&bs, |id, n| reported[id.0] += n);
+        };
+        round(
+            &results,
+            &[(0, Outcome::TimedOut), (1, Outcome::Status(200))],
+        );
+        round(
+            &results,
+            &[(0, Outcome::Status(500)), (1, Outcome::Status(200))],
+        );
+        apply_counting(&mut h);
+        round(&results, &[(0, Outcome::Status(200)), (1, Outcome::Closed)]);
+        apply_counting(&mut h);
+        apply_counting(&mut h);
+        assert_eq!(reported, [2, 1]);
+    }
+
+    /// The prober's first round can finish before `start_probes` returns
+    /// (a refused connect is instant): its verdict and failure must still
+    /// be applied, not taken as already seen. Repeated, since it is a race.
+    #[test]
+    fn the_first_round_is_never_skipped() {
+        // Bound, not listening: refused, and the port stays ours.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let refused = socket.local_addr().unwrap().as_socket().unwrap();
+        let bs = vec![parse_spec(&refused.to_string(), BackendId(0)).unwrap()];
+        let config = HealthConfig {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_millis(500),
+            ..HealthConfig::default()
+        };
+        for _ in 0..20 {
+            let mut h = Health::new(&bs, &config);
+            let mut poll = mio::Poll::new().unwrap();
+            let mut events = mio::Events::with_capacity(4);
+            let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            h.start_probes(&bs, waker).unwrap();
+            let mut failed = 0;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while h.is_up(BackendId(0)) {
+                assert!(Instant::now() < deadline, "first verdict never applied");
+                poll.poll(&mut events, Some(Duration::from_millis(100)))
+                    .unwrap();
+                h.apply_probes(&bs, |_, n| failed += n);
+            }
+            assert_eq!(failed, 1);
+        }
     }
 
     #[test]
@@ -344,7 +504,7 @@ mod tests {
                 assert!(Instant::now() < deadline, "never became up={up}");
                 poll.poll(&mut events, Some(Duration::from_millis(100)))
                     .unwrap();
-                h.apply_probes(&bs);
+                apply(h, &bs);
             }
         };
         status.store(500, Ordering::Relaxed);

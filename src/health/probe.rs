@@ -105,6 +105,10 @@ pub struct ProbeResults {
     /// by the loop, or `NO_VERDICT`. An `AtomicU16` rather than a bare
     /// ok/failed byte so the loop can log *why* a backend went down.
     verdicts: Vec<AtomicU16>,
+    /// Per backend, failed probes since start. Unlike a verdict, which the
+    /// next round overwrites if the loop is late, every failure is counted
+    /// here, so `lb_health_check_failures_total` misses none.
+    failed: Vec<AtomicU64>,
     /// Completed rounds. Bumped after a round's verdicts are stored, so a
     /// reader that sees it change also sees those verdicts.
     round: AtomicU64,
@@ -118,6 +122,7 @@ impl ProbeResults {
     pub fn new(n: usize) -> ProbeResults {
         ProbeResults {
             verdicts: (0..n).map(|_| AtomicU16::new(NO_VERDICT)).collect(),
+            failed: (0..n).map(|_| AtomicU64::new(0)).collect(),
             round: AtomicU64::new(0),
             stopped: Mutex::new(false),
             wake: Condvar::new(),
@@ -152,6 +157,13 @@ impl ProbeResults {
         Outcome::decode(v)
     }
 
+    /// Failed probes of `id` since start (0 for no such backend).
+    pub fn failed(&self, id: BackendId) -> u64 {
+        self.failed
+            .get(id.0)
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
     /// Asks the probe thread to exit. It does so at once if it is sleeping
     /// between rounds, or after the probe in progress (at most the probe
     /// timeout) otherwise.
@@ -165,6 +177,11 @@ impl ProbeResults {
     }
 
     pub(super) fn store(&self, id: BackendId, outcome: Outcome) {
+        if !outcome.is_ok() {
+            // One writer (the probe thread), so no locked add is needed.
+            let n = &self.failed[id.0];
+            n.store(n.load(Ordering::Relaxed) + 1, Ordering::Release);
+        }
         self.verdicts[id.0].store(outcome.encode(), Ordering::Release);
     }
 
@@ -627,6 +644,8 @@ mod tests {
             assert_eq!(results.take_outcome(BackendId(0)), None);
         }
         assert_eq!(Outcome::decode(NO_VERDICT), None);
+        assert_eq!(results.failed(BackendId(0)), 8, "every failed outcome");
+        assert_eq!(results.failed(BackendId(1)), 0, "no such backend");
         assert!(Outcome::Status(200).is_ok() && Outcome::Connected.is_ok());
         assert!(!Outcome::Status(204).is_ok() && !Outcome::TimedOut.is_ok());
     }

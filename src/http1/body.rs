@@ -1,19 +1,30 @@
-//! Body framing (RFC 9112 §6, §7.1): finds where a body ends in a byte stream
-//! without copying it. Pass-through mode reports how many bytes belong to the
-//! body; payload mode also strips chunk framing for HTTP/1.0 clients.
+//! Body framing (RFC 9112 §6, §7.1): finds where a body ends in a byte
+//! stream and re-frames chunked bodies in place, so what travels on is
+//! framed by us, never relayed as the sender spelled it.
 //!
-//! The chunked parser is strict (CRLF only, bounded sizes, no control bytes)
-//! because a lenient one is where request smuggling lives.
+//! Length and close-delimited bodies pass through untouched. A chunked body
+//! goes out with size lines we write (lowercase hex, no leading zeros, no
+//! extensions) and only trailer lines that are valid field lines; with
+//! `dechunk` (an HTTP/1.0 client) only the payload goes out. The canonical
+//! form is never longer than what it replaces, so the rewrite happens inside
+//! the read buffer and canonical input costs no copy at all.
+//!
+//! The chunked parser is strict (CRLF only, the RFC's chunk-ext grammar,
+//! bounded lines): a lenient one is where request smuggling lives.
 
+use super::header::{self, Kind};
 use super::{BodyKind, MAX_HEAD};
 
-/// Longest chunk extension accepted; they carry nothing we use.
-const MAX_CHUNK_EXT: u32 = 4096;
+/// Longest chunk-size line accepted, extensions included; they carry
+/// nothing we use, and a bound keeps an incomplete line inside one buffer.
+pub const MAX_CHUNK_LINE: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FramingError {
     BadChunkSize,
+    BadChunkExtension,
     BadChunkLine,
+    BadTrailer,
     TrailersTooLarge,
 }
 
@@ -21,46 +32,27 @@ impl FramingError {
     pub fn reason(self) -> &'static str {
         match self {
             FramingError::BadChunkSize => "invalid chunk size",
+            FramingError::BadChunkExtension => "invalid chunk extension",
             FramingError::BadChunkLine => "invalid chunk framing",
+            FramingError::BadTrailer => "invalid trailer field",
             FramingError::TrailersTooLarge => "trailer section too large",
         }
     }
 }
 
+/// Where a chunked body is. Lines are handled whole: a line not complete
+/// yet stays unconsumed until more bytes arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunk {
-    /// Reading the hex size; `digits` guards against overflow.
-    Size {
-        value: u64,
-        digits: u8,
-    },
-    /// Whitespace after the size, before `;` or CR.
-    SizeSpace {
-        value: u64,
-    },
-    Ext {
-        value: u64,
-        len: u32,
-    },
-    SizeLf {
-        value: u64,
-    },
-    Data {
-        remaining: u64,
-    },
-    DataCr,
-    DataLf,
-    /// At the start of a trailer line (or the final empty line).
-    TrailerStart {
-        total: usize,
-    },
-    TrailerLine {
-        total: usize,
-    },
-    TrailerLf {
-        total: usize,
-    },
-    EndLf,
+    /// At the start of a chunk-size line.
+    SizeLine,
+    /// Inside chunk data.
+    Data { remaining: u64 },
+    /// The CRLF that ends chunk data.
+    DataEnd,
+    /// At the start of a trailer line or the final empty line; `total`
+    /// bytes of trailer section so far.
+    Trailers { total: usize },
 }
 
 /// Where the current message body ends.
@@ -72,12 +64,13 @@ pub enum BodyFramer {
     Done,
 }
 
-/// One step of payload mode: `consumed` bytes were used, of which
-/// `data.0..data.1` is payload to deliver.
+/// The result of one [`BodyFramer::reframe`]: `buf[..out]` is ready to
+/// send, `buf[out..used]` is to be dropped, `buf[used..]` is not consumed
+/// yet (an incomplete line, or what follows the body once `done`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
-    pub consumed: usize,
-    pub data: (usize, usize),
+pub struct Reframed {
+    pub out: usize,
+    pub used: usize,
     pub done: bool,
 }
 
@@ -86,10 +79,7 @@ impl BodyFramer {
         match kind {
             BodyKind::None | BodyKind::Length(0) => BodyFramer::Done,
             BodyKind::Length(n) => BodyFramer::Length { remaining: n },
-            BodyKind::Chunked => BodyFramer::Chunked(Chunk::Size {
-                value: 0,
-                digits: 0,
-            }),
+            BodyKind::Chunked => BodyFramer::Chunked(Chunk::SizeLine),
             BodyKind::UntilClose => BodyFramer::UntilClose,
         }
     }
@@ -98,281 +88,274 @@ impl BodyFramer {
         *self == BodyFramer::Done
     }
 
-    /// Pass-through: how many leading bytes of `input` belong to the body,
-    /// and whether the body ends there. Bytes past that belong to the next
-    /// message.
-    pub fn advance(&mut self, input: &[u8]) -> Result<(usize, bool), FramingError> {
-        let mut used = 0;
-        loop {
-            let step = self.advance_payload(&input[used..])?;
-            used += step.consumed;
-            if step.done || step.consumed == 0 || used == input.len() {
-                return Ok((used, step.done));
-            }
-        }
-    }
-
-    /// Payload mode: consumes framing and at most one run of payload.
-    pub fn advance_payload(&mut self, input: &[u8]) -> Result<Step, FramingError> {
+    /// Frames the body bytes at the start of `buf`, rewriting them in place
+    /// into what travels on (see [`Reframed`]). Call again with the
+    /// unconsumed rest and the bytes that arrive after it.
+    pub fn reframe(&mut self, buf: &mut [u8], dechunk: bool) -> Result<Reframed, FramingError> {
         match self {
-            BodyFramer::Done => Ok(Step {
-                consumed: 0,
-                data: (0, 0),
+            BodyFramer::Done => Ok(Reframed {
+                out: 0,
+                used: 0,
                 done: true,
             }),
-            BodyFramer::UntilClose => Ok(Step {
-                consumed: input.len(),
-                data: (0, input.len()),
+            BodyFramer::UntilClose => Ok(Reframed {
+                out: buf.len(),
+                used: buf.len(),
                 done: false,
             }),
             BodyFramer::Length { remaining } => {
-                let n = (*remaining).min(input.len() as u64) as usize;
+                let n = (*remaining).min(buf.len() as u64) as usize;
                 *remaining -= n as u64;
                 let done = *remaining == 0;
                 if done {
                     *self = BodyFramer::Done;
                 }
-                Ok(Step {
-                    consumed: n,
-                    data: (0, n),
+                Ok(Reframed {
+                    out: n,
+                    used: n,
                     done,
                 })
             }
             BodyFramer::Chunked(state) => {
-                let step = chunked_step(state, input)?;
-                if step.done {
+                let mut w = Writer { buf, r: 0, w: 0 };
+                let done = chunked(state, &mut w, dechunk)?;
+                if done {
                     *self = BodyFramer::Done;
                 }
-                Ok(step)
+                Ok(Reframed {
+                    out: w.w,
+                    used: w.r,
+                    done,
+                })
             }
         }
     }
 }
 
-fn is_ctl(b: u8) -> bool {
-    (b < 0x20 && b != b'\t') || b == 0x7f
+/// In-place rewriting: bytes are read at `r` and the output is written at
+/// `w <= r`, so nothing unread is ever overwritten.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    r: usize,
+    w: usize,
 }
 
-/// Advances the chunked state machine over `input`, stopping after the
-/// first run of payload so payload mode can deliver it.
-fn chunked_step(state: &mut Chunk, input: &[u8]) -> Result<Step, FramingError> {
-    use FramingError::*;
-    let mut i = 0;
-    while i < input.len() {
-        if let Chunk::Data { remaining } = *state {
-            let n = remaining.min((input.len() - i) as u64) as usize;
-            *state = if n as u64 == remaining {
-                Chunk::DataCr
-            } else {
-                Chunk::Data {
-                    remaining: remaining - n as u64,
-                }
-            };
-            return Ok(Step {
-                consumed: i + n,
-                data: (i, i + n),
-                done: false,
-            });
-        }
-        let b = input[i];
-        i += 1;
-        *state = match *state {
-            Chunk::Size { value, digits } => match b {
-                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                    if digits == 16 {
-                        return Err(BadChunkSize);
-                    }
-                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                    Chunk::Size {
-                        value: value << 4 | d,
-                        digits: digits + 1,
-                    }
-                }
-                _ if digits == 0 => return Err(BadChunkSize),
-                b'\r' => Chunk::SizeLf { value },
-                b';' => Chunk::Ext { value, len: 0 },
-                b' ' | b'\t' => Chunk::SizeSpace { value },
-                _ => return Err(BadChunkSize),
-            },
-            Chunk::SizeSpace { value } => match b {
-                b' ' | b'\t' => Chunk::SizeSpace { value },
-                b';' => Chunk::Ext { value, len: 0 },
-                b'\r' => Chunk::SizeLf { value },
-                _ => return Err(BadChunkLine),
-            },
-            Chunk::Ext { value, len } => match b {
-                b'\r' => Chunk::SizeLf { value },
-                _ if is_ctl(b) || len >= MAX_CHUNK_EXT => return Err(BadChunkLine),
-                _ => Chunk::Ext {
-                    value,
-                    len: len + 1,
-                },
-            },
-            Chunk::SizeLf { value } => match b {
-                b'\n' if value == 0 => Chunk::TrailerStart { total: 0 },
-                b'\n' => Chunk::Data { remaining: value },
-                _ => return Err(BadChunkLine),
-            },
-            Chunk::Data { .. } => unreachable!("handled above"),
-            Chunk::DataCr => match b {
-                b'\r' => Chunk::DataLf,
-                _ => return Err(BadChunkLine),
-            },
-            Chunk::DataLf => match b {
-                b'\n' => Chunk::Size {
-                    value: 0,
-                    digits: 0,
-                },
-                _ => return Err(BadChunkLine),
-            },
-            Chunk::TrailerStart { total } => match b {
-                b'\r' => Chunk::EndLf,
-                // A trailer line starting with whitespace is an obs-fold.
-                b' ' | b'\t' => return Err(BadChunkLine),
-                _ if is_ctl(b) => return Err(BadChunkLine),
-                _ => Chunk::TrailerLine { total: total + 1 },
-            },
-            Chunk::TrailerLine { total } => match b {
-                _ if total >= MAX_HEAD => return Err(TrailersTooLarge),
-                b'\r' => Chunk::TrailerLf { total },
-                _ if is_ctl(b) => return Err(BadChunkLine),
-                _ => Chunk::TrailerLine { total: total + 1 },
-            },
-            Chunk::TrailerLf { total } => match b {
-                b'\n' => Chunk::TrailerStart { total: total + 2 },
-                _ => return Err(BadChunkLine),
-            },
-            Chunk::EndLf => match b {
-                b'\n' => {
-                    return Ok(Step {
-                        consumed: i,
-                        data: (i, i),
-                        done: true,
-                    });
-                }
-                _ => return Err(BadChunkLine),
-            },
-        };
+impl Writer<'_> {
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.r..]
     }
-    Ok(Step {
-        consumed: i,
-        data: (i, i),
-        done: false,
-    })
+
+    /// Passes `n` unread bytes through (a copy only once something before
+    /// them was rewritten shorter).
+    fn pass(&mut self, n: usize) {
+        if self.w != self.r {
+            self.buf.copy_within(self.r..self.r + n, self.w);
+        }
+        self.r += n;
+        self.w += n;
+    }
+
+    /// Writes `bytes` (no longer than what was read since `w`) and skips
+    /// `read` input bytes.
+    fn emit(&mut self, bytes: &[u8], read: usize) {
+        debug_assert!(self.w + bytes.len() <= self.r + read);
+        self.buf[self.w..self.w + bytes.len()].copy_from_slice(bytes);
+        self.w += bytes.len();
+        self.r += read;
+    }
+
+    /// The next line without its CRLF, and its length with it; `None` if
+    /// no LF arrived yet. A line that does not end in CRLF is an error.
+    fn line(&self, max: usize) -> Result<Option<(usize, usize)>, LineError> {
+        let unread = self.unread();
+        let window = &unread[..unread.len().min(max + 2)];
+        match window.iter().position(|&b| b == b'\n') {
+            Some(lf) if lf > 0 && unread[lf - 1] == b'\r' => Ok(Some((lf - 1, lf + 1))),
+            Some(_) => Err(LineError::BareLf),
+            None if window.len() == max + 2 => Err(LineError::TooLong),
+            None => Ok(None),
+        }
+    }
+}
+
+enum LineError {
+    BareLf,
+    TooLong,
+}
+
+/// Runs the chunked state machine over what `w` has unread. `Ok(true)`
+/// once the last chunk and the trailer section are through.
+fn chunked(state: &mut Chunk, w: &mut Writer<'_>, dechunk: bool) -> Result<bool, FramingError> {
+    use FramingError::*;
+    loop {
+        match *state {
+            Chunk::Data { remaining } => {
+                let n = remaining.min(w.unread().len() as u64) as usize;
+                if n == 0 {
+                    return Ok(false);
+                }
+                w.pass(n);
+                *state = match remaining - n as u64 {
+                    0 => Chunk::DataEnd,
+                    left => Chunk::Data { remaining: left },
+                };
+            }
+            Chunk::DataEnd => match w.unread() {
+                [b'\r', b'\n', ..] => {
+                    w.emit(if dechunk { b"" } else { b"\r\n" }, 2);
+                    *state = Chunk::SizeLine;
+                }
+                [] | [b'\r'] => return Ok(false),
+                _ => return Err(BadChunkLine),
+            },
+            Chunk::SizeLine => {
+                let (len, with_crlf) = match w.line(MAX_CHUNK_LINE) {
+                    Ok(Some(line)) => line,
+                    Ok(None) => return Ok(false),
+                    Err(LineError::BareLf) => return Err(BadChunkSize),
+                    Err(LineError::TooLong) => return Err(BadChunkExtension),
+                };
+                let size = chunk_size(&w.unread()[..len])?;
+                let mut line = [0u8; 18];
+                let n = if dechunk {
+                    0
+                } else {
+                    size_line(size, &mut line)
+                };
+                w.emit(&line[..n], with_crlf);
+                *state = match size {
+                    0 => Chunk::Trailers { total: 0 },
+                    _ => Chunk::Data { remaining: size },
+                };
+            }
+            Chunk::Trailers { total } => {
+                let room = MAX_HEAD.saturating_sub(total);
+                let (len, with_crlf) = match w.line(room) {
+                    Ok(Some(line)) => line,
+                    Ok(None) => return Ok(false),
+                    Err(LineError::BareLf) => return Err(BadTrailer),
+                    Err(LineError::TooLong) => return Err(TrailersTooLarge),
+                };
+                if len == 0 {
+                    w.emit(if dechunk { b"" } else { b"\r\n" }, 2);
+                    return Ok(true);
+                }
+                let forward = trailer_forwarded(&w.unread()[..len])?;
+                if forward && !dechunk {
+                    w.pass(with_crlf);
+                } else {
+                    w.emit(b"", with_crlf);
+                }
+                *state = Chunk::Trailers {
+                    total: total + with_crlf,
+                };
+            }
+        }
+    }
+}
+
+/// `chunk-size [ chunk-ext ]` (RFC 9112 §7.1.1): 1 to 16 hex digits, then
+/// extensions `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`.
+/// Whitespace after the size is allowed only before a `;`.
+fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(FramingError::BadChunkSize);
+    }
+    let size = line[..digits].iter().fold(0u64, |acc, &b| {
+        let d = (b as char).to_digit(16).unwrap_or(0);
+        acc << 4 | u64::from(d)
+    });
+    chunk_ext(&line[digits..])?;
+    Ok(size)
+}
+
+fn chunk_ext(mut s: &[u8]) -> Result<(), FramingError> {
+    let bad = FramingError::BadChunkExtension;
+    while !s.is_empty() {
+        s = skip_bws(s);
+        s = s.strip_prefix(b";").ok_or(bad)?;
+        s = skip_bws(s);
+        let name = token_len(s);
+        if name == 0 {
+            return Err(bad);
+        }
+        s = skip_bws(&s[name..]);
+        if let Some(rest) = s.strip_prefix(b"=") {
+            s = skip_bws(rest);
+            let value = match s.first() {
+                Some(b'"') => quoted_len(s).ok_or(bad)?,
+                _ => token_len(s),
+            };
+            if value == 0 {
+                return Err(bad);
+            }
+            s = &s[value..];
+        }
+    }
+    Ok(())
+}
+
+fn skip_bws(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
+fn token_len(s: &[u8]) -> usize {
+    s.iter().take_while(|&&b| super::scan::is_tchar(b)).count()
+}
+
+/// Length of the quoted-string at the start of `s` (RFC 9110 §5.6.4).
+fn quoted_len(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                let escaped = *s.get(i + 1)?;
+                if !is_field_byte(escaped) {
+                    return None;
+                }
+                i += 2;
+            }
+            b if is_field_byte(b) => i += 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// HTAB, SP, VCHAR, obs-text: what a field value may hold.
+fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
+
+/// Writes `size` as a chunk-size line; returns its length.
+fn size_line(size: u64, out: &mut [u8; 18]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (16 - size.leading_zeros() as usize / 4).max(1);
+    for i in 0..digits {
+        out[digits - 1 - i] = HEX[(size >> (4 * i) & 0xf) as usize];
+    }
+    out[digits..digits + 2].copy_from_slice(b"\r\n");
+    digits + 2
+}
+
+/// Checks one trailer line (without CRLF) with the rules of a header field
+/// line; `Ok(false)` for a valid field that must not travel as a trailer
+/// (RFC 9110 §6.5.1: framing, routing, connection control).
+fn trailer_forwarded(line: &[u8]) -> Result<bool, FramingError> {
+    let bad = FramingError::BadTrailer;
+    let name = token_len(line);
+    if name == 0 || line.get(name) != Some(&b':') {
+        return Err(bad);
+    }
+    if !line[name + 1..].iter().all(|&b| is_field_byte(b)) {
+        return Err(bad);
+    }
+    let kind = header::classify(&line[..name]);
+    Ok(!(kind.is_hop_by_hop() || matches!(kind, Kind::ContentLength | Kind::Host | Kind::Expect)))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Feeds `input` in pieces of `piece` bytes; returns (bytes used, done).
-    fn pass_through(
-        kind: BodyKind,
-        input: &[u8],
-        piece: usize,
-    ) -> Result<(usize, bool), FramingError> {
-        let mut f = BodyFramer::new(kind);
-        let mut used = 0;
-        while used < input.len() {
-            let end = (used + piece).min(input.len());
-            let (n, done) = f.advance(&input[used..end])?;
-            used += n;
-            if done {
-                return Ok((used, true));
-            }
-        }
-        Ok((used, f.is_done()))
-    }
-
-    fn payload(input: &[u8]) -> Result<(Vec<u8>, usize), FramingError> {
-        let mut f = BodyFramer::new(BodyKind::Chunked);
-        let (mut out, mut used) = (Vec::new(), 0);
-        loop {
-            let step = f.advance_payload(&input[used..])?;
-            out.extend_from_slice(&input[used + step.data.0..used + step.data.1]);
-            used += step.consumed;
-            if step.done || step.consumed == 0 {
-                return Ok((out, used));
-            }
-        }
-    }
-
-    const CHUNKED: &[u8] = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
-
-    #[test]
-    fn chunked_ends_exactly_at_the_last_crlf_whatever_the_pieces() {
-        for piece in [1, 2, 3, 7, 64] {
-            assert_eq!(
-                pass_through(BodyKind::Chunked, CHUNKED, piece),
-                Ok((CHUNKED.len() - 4, true)),
-                "piece {piece}"
-            );
-        }
-    }
-
-    #[test]
-    fn payload_mode_strips_framing() {
-        assert_eq!(
-            payload(CHUNKED),
-            Ok((b"hello world".to_vec(), CHUNKED.len() - 4))
-        );
-    }
-
-    #[test]
-    fn length_and_close_delimited() {
-        assert_eq!(
-            pass_through(BodyKind::Length(3), b"abcdef", 2),
-            Ok((3, true))
-        );
-        assert_eq!(pass_through(BodyKind::Length(9), b"abc", 2), Ok((3, false)));
-        assert_eq!(
-            pass_through(BodyKind::UntilClose, b"abc", 2),
-            Ok((3, false))
-        );
-        assert!(BodyFramer::new(BodyKind::None).is_done());
-    }
-
-    #[test]
-    fn refuses_bad_chunked() {
-        let cases: &[(&[u8], FramingError)] = &[
-            (b"x\r\n", FramingError::BadChunkSize),
-            (b"\r\n", FramingError::BadChunkSize),
-            (b"-1\r\n", FramingError::BadChunkSize),
-            (b"11111111111111111\r\n", FramingError::BadChunkSize),
-            (b"5\nhello\r\n", FramingError::BadChunkSize),
-            (b"5\r\nhelloX\r\n", FramingError::BadChunkLine),
-            (b"5\r\nhello\rX", FramingError::BadChunkLine),
-            (b"5 x\r\n", FramingError::BadChunkLine),
-            (b"5;a\x01\r\n", FramingError::BadChunkLine),
-            (b"0\r\n folded\r\n\r\n", FramingError::BadChunkLine),
-            (b"0\r\nX: 1\n\r\n", FramingError::BadChunkLine),
-        ];
-        for (input, want) in cases {
-            assert_eq!(
-                pass_through(BodyKind::Chunked, input, 64).err(),
-                Some(*want),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
-        }
-    }
-
-    #[test]
-    fn accepts_size_whitespace_and_uppercase_hex() {
-        let input = b"A \r\n0123456789\r\n0\r\n\r\n";
-        assert_eq!(
-            pass_through(BodyKind::Chunked, input, 64),
-            Ok((input.len(), true))
-        );
-    }
-
-    #[test]
-    fn trailers_are_bounded() {
-        let mut input = b"0\r\nX: ".to_vec();
-        input.resize(MAX_HEAD + 10, b'a');
-        assert_eq!(
-            pass_through(BodyKind::Chunked, &input, 4096).err(),
-            Some(FramingError::TrailersTooLarge)
-        );
-    }
-}
+mod tests;

@@ -229,6 +229,22 @@ pub(crate) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `Content-Length: n` and CRLF.
+pub(crate) fn put_content_length(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    put_field(out, b"Content-Length", &digits[at..]);
+}
+
 /// Iterates the trimmed, non-empty elements of a comma-separated list.
 pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value

@@ -7,7 +7,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::header::{self, Fields, Kind, put_field};
+use super::header::{self, Fields, Kind, put_content_length, put_field};
 use super::scan;
 use super::{BodyKind, HeadError, MAX_HEADERS, Span, VIA_NAME, Version};
 
@@ -66,7 +66,11 @@ pub struct RequestHead {
     pub head_len: usize,
     pub method: Option<Method>,
     method_span: Span,
+    /// The origin-form target (path and query); for an absolute-form
+    /// target, the part after the authority, which may be empty (then `/`).
     pub target: Span,
+    /// The authority of an absolute-form target: it replaces `Host`.
+    authority: Option<Span>,
     /// The request line is already what the backend gets: copied whole.
     line_verbatim: bool,
     pub version: Option<Version>,
@@ -82,6 +86,11 @@ pub struct RequestHead {
     pub idempotency_key: bool,
     /// The sticky cookie's backend id, if the request carries one.
     pub sticky: Option<u64>,
+    /// The body length its `Content-Length` fields agree on.
+    content_length: Option<u64>,
+    /// That length is one field spelled as plain digits: it travels as it
+    /// came. Anything else (a list, repeated lines) is written anew.
+    content_length_verbatim: bool,
     fields: Fields,
 }
 
@@ -134,6 +143,9 @@ impl RequestHead {
     /// more. `Ok(true)`: `self` describes the head. An error means the
     /// request must be answered with an error and the connection closed.
     pub fn parse(&mut self, buf: &[u8], sticky_cookie: &str) -> Result<bool, HeadError> {
+        // Known only once this head's request line is read: an error answer
+        // must not take the previous request's method for this one's.
+        self.method = None;
         let (line, head_len) = match scan::request(buf, &mut self.fields) {
             Some(head) => head,
             None => match self.tokenize(buf)? {
@@ -150,16 +162,20 @@ impl RequestHead {
         self.head_len = head_len;
         self.method = Some(Method::parse(method));
         self.method_span = line.method;
-        self.target = line.target;
-        self.line_verbatim = line.canonical && version == Version::Http11;
+        let (target, authority) = split_target(buf, line.target, self.method())?;
+        self.target = target;
+        self.authority = authority;
+        self.line_verbatim = line.canonical && version == Version::Http11 && authority.is_none();
         self.version = Some(version);
         self.expect_continue = false;
         self.upgrade = None;
         self.has_host = false;
         self.idempotency_key = false;
         self.sticky = None;
+        self.content_length_verbatim = false;
 
         let mut content_length: Option<u64> = None;
+        let mut content_length_fields = 0;
         let mut chunked = false;
         let mut transfer_encodings = 0;
         let mut hosts = 0;
@@ -176,6 +192,8 @@ impl RequestHead {
                     let n = header::merge_content_length(content_length, value)
                         .map_err(HeadError::Smuggling)?;
                     content_length = Some(n);
+                    content_length_fields += 1;
+                    self.content_length_verbatim = header::decimal(value).is_some();
                 }
                 Kind::TransferEncoding => {
                     // Only a lone `chunked` is accepted: any other coding
@@ -197,6 +215,12 @@ impl RequestHead {
                             keep_alive_token = true;
                         } else if token.eq_ignore_ascii_case(b"upgrade") {
                             upgrade_token = true;
+                        } else if names_framing_or_host(token) {
+                            // Dropping these as hop-by-hop would change how
+                            // the backend reads the message (smuggling).
+                            return Err(HeadError::Smuggling(
+                                "Connection names Content-Length, Transfer-Encoding or Host",
+                            ));
                         } else if self.fields.connection_names.len() < MAX_CONNECTION_TOKENS {
                             self.fields.connection_names.push(Span::within(buf, token));
                         } else {
@@ -234,6 +258,8 @@ impl RequestHead {
                 "Transfer-Encoding in an HTTP/1.0 request",
             ));
         }
+        self.content_length = content_length.filter(|_| !chunked);
+        self.content_length_verbatim &= content_length_fields == 1;
         self.body = Some(match (chunked, content_length) {
             (true, _) => BodyKind::Chunked,
             (false, Some(n)) if n > 0 => BodyKind::Length(n),
@@ -265,15 +291,29 @@ impl RequestHead {
         } else {
             out.extend_from_slice(self.method_span.get(buf));
             out.push(b' ');
-            out.extend_from_slice(self.target.get(buf));
+            let target = self.target.get(buf);
+            if !target.starts_with(b"/") && target != b"*" {
+                // `http://a` or `http://a?q`: the path of an empty one is `/`.
+                out.push(b'/');
+            }
+            out.extend_from_slice(target);
             out.extend_from_slice(b" HTTP/1.1\r\n");
         }
 
+        // The URL's authority wins over the client's Host (RFC 9112 §3.2.2);
+        // a TLS backend gets its own name.
+        let host = match (rw.override_host, self.authority) {
+            (false, Some(authority)) => Some(authority.get(buf)),
+            (true, _) => Some(rw.host),
+            (false, None) => None,
+        };
         let mut host_written = false;
         self.fields.write_forwarded(buf, out, |f| match f.kind {
             // Replaced by ours below.
             Kind::XForwardedFor | Kind::XForwardedProto | Kind::Via => false,
-            Kind::Host if rw.override_host => false,
+            // The framing travels from the one decision `parse` made.
+            Kind::ContentLength => self.content_length_verbatim,
+            Kind::Host if host.is_some() => false,
             Kind::Host => {
                 host_written = true;
                 true
@@ -281,10 +321,12 @@ impl RequestHead {
             _ => true,
         });
         if !host_written {
-            put_field(out, b"Host", rw.host);
+            put_field(out, b"Host", host.unwrap_or(rw.host));
         }
         if self.body == Some(BodyKind::Chunked) {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        } else if let (Some(n), false) = (self.content_length, self.content_length_verbatim) {
+            put_content_length(out, n);
         }
         if let Some(upgrade) = self.upgrade {
             out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -303,6 +345,58 @@ impl RequestHead {
         out.extend_from_slice(VIA_NAME.as_bytes());
         out.extend_from_slice(b"\r\n\r\n");
     }
+}
+
+/// Whether a `Connection` option names a field that frames or routes the
+/// request, which must never be dropped as hop-by-hop.
+fn names_framing_or_host(token: &[u8]) -> bool {
+    [&b"content-length"[..], b"transfer-encoding", b"host"]
+        .iter()
+        .any(|name| token.eq_ignore_ascii_case(name))
+}
+
+/// Splits a request target (RFC 9112 §3.2) into what the backend gets as
+/// its origin-form target and, for the absolute form, the authority that
+/// replaces `Host`. The asterisk form is only for OPTIONS; the authority
+/// form (CONNECT) was refused before.
+fn split_target(
+    buf: &[u8],
+    target: Span,
+    method: Method,
+) -> Result<(Span, Option<Span>), HeadError> {
+    let text = target.get(buf);
+    match text.first() {
+        Some(b'/') => return Ok((target, None)),
+        Some(b'*') if text.len() == 1 && method == Method::Options => return Ok((target, None)),
+        _ => {}
+    }
+    let bad = HeadError::Malformed("invalid request target");
+    let scheme = text.iter().position(|&b| b == b':').ok_or(bad)?;
+    let is_http = text[..scheme].eq_ignore_ascii_case(b"http")
+        || text[..scheme].eq_ignore_ascii_case(b"https");
+    if !is_http || text.get(scheme + 1..scheme + 3) != Some(b"//") {
+        return Err(bad);
+    }
+    let from = scheme + 3;
+    let len = text[from..]
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(text.len() - from);
+    let authority = &text[from..from + len];
+    // Userinfo has no place in an HTTP URL any more (RFC 9110 §4.2.4).
+    if authority.is_empty() || authority.contains(&b'@') {
+        return Err(bad);
+    }
+    let at = target.start + from as u32;
+    let authority = Span {
+        start: at,
+        end: at + len as u32,
+    };
+    let path = Span {
+        start: authority.end,
+        end: target.end,
+    };
+    Ok((path, Some(authority)))
 }
 
 /// Finds `name=<16 hex digits>` among the `; `-separated pairs of a Cookie.
@@ -473,15 +567,89 @@ mod tests {
             out.starts_with("POST /b HTTP/1.1\r\nHost: h\r\nX-"),
             "{out}"
         );
-        // A Host named by Connection is dropped, and the backend's own sent.
-        let out = rewritten(
-            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: host\r\n\r\n",
-            &PLAIN,
-        );
-        assert!(
-            out.starts_with("GET / HTTP/1.1\r\nHost: backend:80\r\nX-"),
-            "{out}"
-        );
+    }
+
+    #[test]
+    fn connection_naming_framing_or_host_is_refused() {
+        let why = "Connection names Content-Length, Transfer-Encoding or Host";
+        for connection in [
+            "Content-Length",
+            "content-length",
+            "keep-alive, CONTENT-LENGTH",
+            "Transfer-Encoding",
+            "close,transfer-encoding",
+            "host",
+            " keep-alive , Host ",
+        ] {
+            let head = format!(
+                "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: {connection}\r\n\r\n"
+            );
+            assert_eq!(
+                parse(head.as_bytes()).err(),
+                Some(HeadError::Smuggling(why)),
+                "{connection}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_length_travels_as_one_field() {
+        for (fields, kept) in [
+            ("Content-Length: 5\r\n", "Content-Length: 5\r\n"),
+            ("Content-Length: 5,5\r\n", "Content-Length: 5\r\n"),
+            ("Content-Length: 5 , 5\r\n", "Content-Length: 5\r\n"),
+            (
+                "Content-Length: 5\r\ncontent-length: 5\r\n",
+                "Content-Length: 5\r\n",
+            ),
+            ("Content-Length: 0, 0\r\n", "Content-Length: 0\r\n"),
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nHost: a\r\n{fields}X: 1\r\n\r\n");
+            let out = rewritten(head.as_bytes(), &PLAIN);
+            assert_eq!(
+                out.to_ascii_lowercase().matches("content-length").count(),
+                1,
+                "{out}"
+            );
+            assert!(out.contains(kept), "{fields:?} -> {out}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_and_its_authority_the_host() {
+        for (target, line, host) in [
+            ("http://evil.test/admin", "GET /admin HTTP/1.1", "evil.test"),
+            ("HTTP://a.test:81/x?y=1", "GET /x?y=1 HTTP/1.1", "a.test:81"),
+            ("https://s.test", "GET / HTTP/1.1", "s.test"),
+            ("http://q.test?z", "GET /?z HTTP/1.1", "q.test"),
+        ] {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: garden.test\r\n\r\n");
+            let out = rewritten(head.as_bytes(), &PLAIN);
+            assert!(out.starts_with(&format!("{line}\r\n")), "{out}");
+            assert!(out.contains(&format!("\r\nHost: {host}\r\n")), "{out}");
+            assert!(!out.contains("garden"), "{out}");
+        }
+        // A TLS backend still gets its own name.
+        let tls = RequestRewrite {
+            override_host: true,
+            ..PLAIN
+        };
+        let out = rewritten(b"GET http://e.test/ HTTP/1.1\r\nHost: e.test\r\n\r\n", &tls);
+        assert!(out.contains("\r\nHost: backend:80\r\n"), "{out}");
+        let out = rewritten(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", &PLAIN);
+        assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
+        let bad = HeadError::Malformed("invalid request target");
+        for target in [
+            "*",
+            "http://user@h.test/",
+            "http:///x",
+            "ftp://h.test/",
+            "h.test/x",
+            "http:/x",
+        ] {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(parse(head.as_bytes()).err(), Some(bad), "{target}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::header::{self, Fields, Kind, put_field};
+use super::header::{self, Fields, Kind, put_content_length, put_field};
 use super::scan;
 use super::{BodyKind, HeadError, MAX_HEADERS, Span, VIA_NAME, Version};
 
@@ -43,6 +43,11 @@ pub struct ResponseHead {
     transfer_encoding: Span,
     /// The message is (or, for HEAD, would be) chunked.
     chunked: bool,
+    /// What the `Content-Length` fields agree on, when no
+    /// `Transfer-Encoding` overrides them; forwarded as one field.
+    content_length: Option<u64>,
+    /// That length is one field of plain digits: it travels as it came.
+    content_length_verbatim: bool,
     fields: Fields,
 }
 
@@ -90,8 +95,10 @@ impl ResponseHead {
         self.keep_alive_timeout = None;
         self.keep_alive_max = None;
         self.upgrade = None;
+        self.content_length_verbatim = false;
 
         let mut content_length: Option<u64> = None;
+        let mut content_length_fields = 0;
         let mut transfer_encoding: Option<&[u8]> = None;
         let mut several_te = false;
         let mut close = false;
@@ -105,6 +112,8 @@ impl ResponseHead {
                     let n = header::merge_content_length(content_length, value)
                         .map_err(HeadError::Malformed)?;
                     content_length = Some(n);
+                    content_length_fields += 1;
+                    self.content_length_verbatim = header::decimal(value).is_some();
                 }
                 Kind::TransferEncoding => {
                     several_te |= transfer_encoding.is_some();
@@ -117,7 +126,12 @@ impl ResponseHead {
                             close = true;
                         } else if token.eq_ignore_ascii_case(b"keep-alive") {
                             keep_alive_token = true;
-                        } else if !token.eq_ignore_ascii_case(b"upgrade") {
+                        } else if !token.eq_ignore_ascii_case(b"upgrade")
+                            && !token.eq_ignore_ascii_case(b"content-length")
+                            && !token.eq_ignore_ascii_case(b"transfer-encoding")
+                        {
+                            // Framing fields are never dropped as hop-by-hop:
+                            // the client reads the framing we forward.
                             self.fields.connection_names.push(Span::within(buf, token));
                         }
                     }
@@ -175,6 +189,12 @@ impl ResponseHead {
             }
         };
         self.body = Some(body);
+        // A length overridden by Transfer-Encoding, or in an answer that
+        // must not carry one (1xx, 204), does not travel on.
+        let length_allowed =
+            transfer_encoding.is_none() && !(100..200).contains(&status) && status != 204;
+        self.content_length = content_length.filter(|_| length_allowed);
+        self.content_length_verbatim &= content_length_fields == 1;
         self.keep_alive = reusable && status != 101;
         Ok(true)
     }
@@ -229,9 +249,18 @@ impl ResponseHead {
             out.extend_from_slice(self.reason.get(buf));
             out.extend_from_slice(b"\r\n");
         }
-        // Via is replaced by ours below.
-        self.fields
-            .write_forwarded(buf, out, |f| f.kind != Kind::Via);
+        // Via is replaced by ours below; the framing travels from the one
+        // decision `parse` made.
+        let length = self.content_length;
+        let verbatim = self.content_length_verbatim && length.is_some();
+        self.fields.write_forwarded(buf, out, |f| match f.kind {
+            Kind::Via => false,
+            Kind::ContentLength => verbatim,
+            _ => true,
+        });
+        if let (Some(n), false) = (length, verbatim) {
+            put_content_length(out, n);
+        }
         // Also on a HEAD answer: it describes what a GET would get.
         if self.chunked && !rw.client_http10 {
             put_field(out, b"Transfer-Encoding", self.transfer_encoding.get(buf));
@@ -419,6 +448,43 @@ mod tests {
             (r.keep_alive_timeout, r.keep_alive_max),
             (Some(5), Some(99))
         );
+    }
+
+    #[test]
+    fn framing_travels_as_one_decision() {
+        let plain = ResponseRewrite {
+            close: false,
+            client_http10: false,
+            set_sticky: None,
+        };
+        for (fields, want) in [
+            ("Content-Length: 5\r\n", Some("Content-Length: 5\r\n")),
+            ("Content-Length: 5, 5\r\n", Some("Content-Length: 5\r\n")),
+            (
+                "Content-Length: 5\r\nContent-Length: 5\r\n",
+                Some("Content-Length: 5\r\n"),
+            ),
+            (
+                "Connection: content-length\r\nContent-Length: 5\r\n",
+                Some("Content-Length: 5\r\n"),
+            ),
+            // Transfer-Encoding overrides a length, which then never travels.
+            ("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", None),
+        ] {
+            let input = format!("HTTP/1.1 200 OK\r\n{fields}X: y\r\n\r\n");
+            let r = parse(input.as_bytes());
+            let mut out = Vec::new();
+            r.write_for_client(input.as_bytes(), &plain, &mut out);
+            let out = String::from_utf8(out).unwrap();
+            let lengths = out.to_ascii_lowercase().matches("content-length").count();
+            match want {
+                Some(line) => assert!(lengths == 1 && out.contains(line), "{fields:?} -> {out}"),
+                None => assert!(
+                    lengths == 0 && out.contains("chunked"),
+                    "{fields:?} -> {out}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -50,6 +50,11 @@ const NAME: [bool; 256] = byte_set!(|b| {
                 | b'~'
         )
 });
+/// Whether `b` may appear in a token (a field name, a chunk extension).
+pub(super) fn is_tchar(b: u8) -> bool {
+    NAME[b as usize]
+}
+
 /// Field value bytes as httparse allows them: HTAB, SP, VCHAR, obs-text.
 const VALUE: [bool; 256] = byte_set!(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
 /// Reason phrase bytes we take here: HTAB, SP, VCHAR (httparse turns a

@@ -40,11 +40,25 @@ impl Session {
         }
         cx.heads.lend(&mut self.outhead);
         self.outhead.clear();
-        self.outhead.extend_from_slice(e.response());
+        let to_head = self.answering_head();
+        self.outhead.extend_from_slice(e.answer(to_head));
         self.outhead_pos = 0;
         self.phase = Phase::Answer { close: true };
         self.last_io = cx.now;
         Ok(true)
+    }
+
+    /// Whether the request being answered is a HEAD. Before its head
+    /// parsed, the request line's first bytes tell.
+    fn answering_head(&self) -> bool {
+        match self.req.method {
+            Some(method) => method == Method::Head,
+            None => {
+                let buf = self.inbuf.data();
+                let start = buf.iter().position(|&b| b != b'\r' && b != b'\n');
+                start.is_some_and(|at| buf[at..].starts_with(b"HEAD "))
+            }
+        }
     }
 
     /// `GET /metrics` is ours on the listen port unless a separate metrics

@@ -50,8 +50,14 @@ impl Session {
         }
         let body_at = self.hold_head + self.held;
         if self.body_pending == 0 && !self.req_body.is_done() && self.inbuf.len() > body_at {
-            match self.req_body.advance(&self.inbuf.data()[body_at..]) {
-                Ok((n, _)) => self.body_pending = n,
+            match self
+                .req_body
+                .reframe(&mut self.inbuf.data_mut()[body_at..], false)
+            {
+                Ok(r) => {
+                    self.inbuf.cut(body_at + r.out, r.used - r.out);
+                    self.body_pending = r.out;
+                }
                 Err(e) if !self.response_started => {
                     return self.answer_error(cx, ProxyError::BadRequest(e.reason()));
                 }
@@ -204,18 +210,30 @@ impl Session {
             }
             return Ok(false);
         }
-        let framed = match self.dechunk {
-            true => self
-                .resp_body
-                .advance_payload(up.buf.data())
-                .map(|s| (s.data.0, s.data.1 - s.data.0)),
-            false => self.resp_body.advance(up.buf.data()).map(|(n, _)| (0, n)),
-        };
-        // Head already relayed: a framing error can only cut the connection.
-        let (skip, pending) = framed.map_err(|_| Close)?;
-        up.buf.consume(skip);
-        self.down_pending = pending;
-        Ok(skip > 0 || pending > 0 || self.resp_body.is_done())
+        match self.resp_body.reframe(up.buf.data_mut(), self.dechunk) {
+            Ok(r) => {
+                up.buf.cut(r.out, r.used - r.out);
+                self.down_pending = r.out;
+                Ok(r.used > 0 || r.done)
+            }
+            Err(e) => {
+                let label = &cx.backends[self.backend.map_or(0, |id| id.0)].label;
+                crate::warn!("backend {label}: {} in a response body", e.reason());
+                self.bad_response_body(cx, e.reason())
+            }
+        }
+    }
+
+    /// The backend broke its response body's framing: 502 while no byte of
+    /// the response reached the client (its head is still ours to replace),
+    /// else the client connection can only be cut.
+    fn bad_response_body(&mut self, cx: &mut Ctx<'_>, why: &'static str) -> Step {
+        let head_unsent = self.outhead_pos == 0 && !self.outhead.is_empty();
+        if head_unsent && self.down_pending == 0 {
+            self.outhead.clear();
+            return self.answer_error(cx, ProxyError::BadGateway(why));
+        }
+        Err(Close)
     }
 
     /// One read from the backend into its buffer, if it has room.

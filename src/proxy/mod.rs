@@ -357,10 +357,16 @@ impl Session {
             Phase::Exchange if self.up_done && self.down == Downward::AwaitHead => {
                 self.sent_at + t.response
             }
+            Phase::Exchange if self.reading_body() => self.last_io + t.body,
             Phase::Exchange | Phase::Answer { .. } => self.last_io + t.idle,
             Phase::Tunnel => self.last_io + TUNNEL_IDLE,
             Phase::Linger => self.phase_since + LINGER,
         }
+    }
+
+    /// The request body is still coming and the response has not started.
+    fn reading_body(&self) -> bool {
+        !self.req_body.is_done() && !self.response_started
     }
 
     /// Arms the worker's heap if our deadline moved earlier than what is
@@ -397,6 +403,12 @@ impl Session {
             Phase::Connecting => self.connect_failed(cx, "connect timeout"),
             Phase::Exchange if self.up_done && self.down == Downward::AwaitHead => {
                 self.answer_error(cx, ProxyError::GatewayTimeout)
+            }
+            // The body stalled on the client's side (nothing of it waits for
+            // the backend): 408, as nginx's client_body_timeout, and the
+            // backend connection, mid-request, is closed.
+            Phase::Exchange if self.reading_body() && self.body_pending == 0 => {
+                self.answer_error(cx, ProxyError::BodyTimeout)
             }
             _ => Err(Close),
         };

@@ -186,7 +186,9 @@ impl Worker {
 
     /// New verdicts from the probe thread.
     fn apply_probes(&mut self) {
-        if self.health.apply_probes(&self.backends) {
+        let metrics = &self.metrics;
+        let failed = |id, n| metrics.health_check_failures(id, n);
+        if self.health.apply_probes(&self.backends, failed) {
             for b in &self.backends {
                 self.metrics.set_backend_up(b.id, self.health.is_up(b.id));
             }

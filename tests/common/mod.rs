@@ -846,3 +846,168 @@ pub fn ws_upgrade(client: &mut Client, path: &str) -> Response {
     ];
     client.request("GET", path, &headers, b"")
 }
+
+// ---------------------------------------------------------------------------
+// An origin whose health probe answers follow a script
+
+/// What a [`ScriptedOrigin`] answers one `GET /health` with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    Status(u16),
+    /// Reads the probe and never answers: the prober times out.
+    Silent,
+}
+
+impl ProbeAnswer {
+    /// What the balancer's prober counts as healthy.
+    pub fn is_good(self) -> bool {
+        self == ProbeAnswer::Status(200)
+    }
+}
+
+struct ProbeScript {
+    queue: std::collections::VecDeque<ProbeAnswer>,
+    default: ProbeAnswer,
+    /// Every probe answered (or left silent) so far, in order.
+    answered: Vec<ProbeAnswer>,
+}
+
+/// A backend whose answers to `GET /health` are queued by the test (then a
+/// default, 200 unless changed), so a test decides exactly which probe
+/// fails. Every other request gets `200 hello from NAME` on a keep-alive
+/// connection. Stops accepting when dropped.
+pub struct ScriptedOrigin {
+    addr: SocketAddr,
+    script: Arc<Mutex<ProbeScript>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl ScriptedOrigin {
+    pub fn start(name: &str) -> ScriptedOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a scripted origin");
+        let addr = listener.local_addr().expect("local addr");
+        let script = Arc::new(Mutex::new(ProbeScript {
+            queue: Default::default(),
+            default: ProbeAnswer::Status(200),
+            answered: Vec::new(),
+        }));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, halt, hello) = (Arc::clone(&script), Arc::clone(&stop), name.to_string());
+        let acceptor = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if halt.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let (s, hello) = (Arc::clone(&s), hello.clone());
+                thread::spawn(move || serve_scripted(conn, &s, &hello));
+            }
+        });
+        ScriptedOrigin {
+            addr,
+            script,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Answers for the next probes, before the default applies again.
+    pub fn push(&self, answers: &[ProbeAnswer]) {
+        self.lock().queue.extend(answers.iter().copied());
+    }
+
+    /// The answer once the queue is empty.
+    pub fn set_default(&self, answer: ProbeAnswer) {
+        self.lock().default = answer;
+    }
+
+    /// Every probe so far, in order.
+    pub fn probes(&self) -> Vec<ProbeAnswer> {
+        self.lock().answered.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProbeScript> {
+        self.script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for ScriptedOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the blocking accept so the thread sees `stop`.
+        let _ = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One connection of a [`ScriptedOrigin`]: requests until the peer closes,
+/// a probe (which is answered and closed), or `IO_TIMEOUT` of silence.
+fn serve_scripted(mut conn: TcpStream, script: &Mutex<ProbeScript>, name: &str) {
+    let _ = conn.set_read_timeout(Some(IO_TIMEOUT));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head: Vec<u8> = buf.drain(..end + 4).collect();
+        if !head.starts_with(b"GET /health ") {
+            let body = format!("hello from {name}\n");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Origin: {name}\r\n\r\n{body}",
+                body.len()
+            );
+            if conn.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
+        let answer = {
+            let mut s = script
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let a = s.queue.pop_front().unwrap_or(s.default);
+            s.answered.push(a);
+            a
+        };
+        match answer {
+            ProbeAnswer::Status(code) => {
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+            // Until the prober gives up and closes (or IO_TIMEOUT).
+            ProbeAnswer::Silent => while matches!(conn.read(&mut chunk), Ok(n) if n > 0) {},
+        }
+        return;
+    }
+}
+
+/// A fresh file under cargo's per-target scratch directory, e.g. a `-c`
+/// config.
+pub fn scratch_file(tag: &str, contents: &str) -> std::path::PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("common");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let path = dir.join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, contents).expect("write a scratch file");
+    path
+}
