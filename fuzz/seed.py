@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes the seed corpora, fuzz/corpus/<target>/seed-<hash>, from the string
-literals of the project's tests: request and response heads, chunked bodies,
+literals of the project's tests (src/http1, tests/framing.rs, errors.rs,
+hardening.rs): request and response heads, chunked bodies,
 backend SPECs and JSON config files. Run from anywhere; it replaces the old
-seed-* files and leaves the corpus the fuzzer grew alone.
+seed-<hash> files and leaves the corpus the fuzzer grew, and the
+seed-reported-* reproducers of past findings, alone.
 
     python3 fuzz/seed.py
 """
@@ -99,7 +101,8 @@ def write(target, seeds):
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)
     for old in d.glob("seed-*"):
-        old.unlink()
+        if not old.name.startswith("seed-reported-"):  # reproducers stay
+            old.unlink()
     unique = list(dict.fromkeys(seeds))
     # Spread over the sizes: short cases run fast, long ones reach further.
     unique.sort(key=len)
@@ -113,9 +116,10 @@ def write(target, seeds):
 
 
 def main():
-    http_files = sorted((ROOT / "src" / "http1").glob("*.rs")) + [
-        ROOT / "tests" / "framing.rs",
-        ROOT / "tests" / "errors.rs",
+    http_files = sorted((ROOT / "src" / "http1").rglob("*.rs")) + [
+        path
+        for name in ("framing.rs", "errors.rs", "hardening.rs")
+        if (path := ROOT / "tests" / name).exists()
     ]
     requests, responses, bodies = heads_and_bodies(http_files)
     write("request_head", requests)

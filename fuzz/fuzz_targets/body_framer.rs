@@ -10,49 +10,14 @@
 //! - fed in pieces, the framer forwards the same bytes, ends at the same
 //!   offset and fails with the same error as fed the body whole;
 //! - the forwarded output is accepted by a fresh framer, ends exactly at its
-//!   own end and comes back unchanged (forwarded framing is a fixed point);
+//!   own end and comes back unchanged (forwarded framing is a fixed point),
+//!   and an independent strict reader finds canonical chunk lines in it;
 //! - the payload of the input and of the forwarded output are the same, and
 //!   payload mode delivers exactly that payload.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use load_balancer::http1::{BodyFramer, BodyKind, FramingError};
-
-/// What one call tells the caller: `buf[..out]` is to be forwarded,
-/// `buf[used..]` was not consumed yet.
-struct Reframed {
-    out: usize,
-    used: usize,
-    done: bool,
-}
-
-/// The in-place re-framing call, written over the framer's pass-through and
-/// payload steps until `BodyFramer::reframe` lands in main.
-fn reframe(f: &mut BodyFramer, buf: &mut [u8], dechunk: bool) -> Result<Reframed, FramingError> {
-    if !dechunk {
-        let (n, done) = f.advance(buf)?;
-        return Ok(Reframed {
-            out: n,
-            used: n,
-            done,
-        });
-    }
-    let (mut w, mut r) = (0, 0);
-    loop {
-        let step = f.advance_payload(&buf[r..])?;
-        let (a, b) = (r + step.data.0, r + step.data.1);
-        buf.copy_within(a..b, w);
-        w += b - a;
-        r += step.consumed;
-        if step.done || step.consumed == 0 || r == buf.len() {
-            return Ok(Reframed {
-                out: w,
-                used: r,
-                done: step.done,
-            });
-        }
-    }
-}
 
 /// What the proxy would have done with one message body.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,7 +45,7 @@ fn drive(kind: BodyKind, input: &[u8], dechunk: bool, mut cuts: impl FnMut() -> 
         fed += n;
         loop {
             let before = buf.len();
-            let r = match reframe(&mut f, &mut buf, dechunk) {
+            let r = match f.reframe(&mut buf, dechunk) {
                 Ok(r) => r,
                 Err(e) => {
                     o.error = Some(e);
@@ -165,6 +130,16 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.end, Some(out.len()), "output end\n{}", shown());
     }
     let payload_in = drive(kind, body, true, || usize::MAX);
+    if kind == BodyKind::Chunked && whole.end.is_some() {
+        // Any strict reader takes the forwarded body the same way.
+        let read = lb_fuzz::read_canonical_chunked(out);
+        assert_eq!(
+            read,
+            Ok((payload_in.output.clone(), out.len())),
+            "canonical reading\n{}",
+            shown()
+        );
+    }
     let payload_out = drive(kind, out, true, || usize::MAX);
     assert_eq!(
         payload_in.output,

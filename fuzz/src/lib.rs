@@ -143,43 +143,66 @@ macro_rules! offline_resolver {
     };
 }
 
-/// Whether the campaign was asked to step over inputs of a finding class
-/// already reported (`LB_FUZZ_KNOWN=class,class`), so that a long run keeps
-/// exploring instead of stopping at the first known bug. CI sets nothing:
-/// every invariant holds there.
-pub fn known(class: &str) -> bool {
-    static KNOWN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    KNOWN
-        .get_or_init(|| {
-            std::env::var("LB_FUZZ_KNOWN")
-                .unwrap_or_default()
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .iter()
-        .any(|k| k == class)
-}
-
-/// The finding classes of a head, for [`known`]: `connection-framing` (its
-/// `Connection` names a framing field or `Host`), `length-list` (several
-/// `Content-Length` values, in a list or on several lines),
-/// `length-and-chunked` (both `Content-Length` and `Transfer-Encoding`).
-pub fn known_classes_of(head: &[u8]) -> bool {
-    let fields = field_lines(head);
-    let named = values(&fields, "connection").iter().any(|v| {
-        v.split(|&b| b == b',').any(|t| {
-            let t = trim(t);
-            [&b"content-length"[..], b"transfer-encoding", b"host"]
+/// A second, independent reading of a chunked body the framer forwarded,
+/// held to the canonical form the proxy writes: size lines of lowercase hex
+/// without leading zeros or extensions, CRLF after each chunk, trailers
+/// that are field lines (`token ":" value`, no control bytes but HTAB),
+/// then the empty line. Returns the payload and the length of the body.
+pub fn read_canonical_chunked(body: &[u8]) -> Result<(Vec<u8>, usize), String> {
+    let line_at = |at: usize| -> Result<&[u8], String> {
+        let rest = body.get(at..).unwrap_or(b"");
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| format!("no CRLF after offset {at}"))?;
+        Ok(&rest[..end])
+    };
+    let mut payload = Vec::new();
+    let mut at = 0;
+    loop {
+        let line = line_at(at)?;
+        let canonical = !line.is_empty()
+            && line.len() <= 16
+            && line
                 .iter()
-                .any(|n| t.eq_ignore_ascii_case(n))
-        })
-    });
-    let lengths = values(&fields, "content-length");
-    let list = lengths.len() > 1 || lengths.iter().any(|v| v.contains(&b','));
-    let both = !lengths.is_empty() && !values(&fields, "transfer-encoding").is_empty();
-    (named && known("connection-framing"))
-        || (list && known("length-list"))
-        || (both && known("length-and-chunked"))
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+            && (line == b"0" || line[0] != b'0');
+        if !canonical {
+            return Err(format!("size line {:?}", String::from_utf8_lossy(line)));
+        }
+        let size = u64::from_str_radix(std::str::from_utf8(line).unwrap_or("x"), 16)
+            .map_err(|e| e.to_string())?;
+        at += line.len() + 2;
+        if size == 0 {
+            break;
+        }
+        let end = usize::try_from(size)
+            .ok()
+            .and_then(|n| at.checked_add(n))
+            .filter(|&end| end <= body.len())
+            .ok_or("chunk past the end")?;
+        payload.extend_from_slice(&body[at..end]);
+        if body.get(end..end + 2) != Some(b"\r\n") {
+            return Err(format!("no CRLF after the chunk at {at}"));
+        }
+        at = end + 2;
+    }
+    loop {
+        let line = line_at(at)?;
+        at += line.len() + 2;
+        if line.is_empty() {
+            return Ok((payload, at));
+        }
+        let name = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or("trailer without ':'")?;
+        let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+        let value_ok = line[name + 1..]
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+        if name == 0 || !line[..name].iter().all(token) || !value_ok {
+            return Err(format!("trailer {:?}", String::from_utf8_lossy(line)));
+        }
+    }
 }
