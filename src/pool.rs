@@ -209,9 +209,10 @@ impl Pool {
 
     /// Closes idle connections past their window (the oldest sit at the
     /// bottom of each stack, so this stops at the first live one) and frees
-    /// buffer storage unused since the last sweep.
-    pub fn sweep(&mut self, now: Instant, registry: &Registry) {
-        self.bufs.trim();
+    /// buffer storage unused since the last sweep. Returns how many
+    /// buffers were freed.
+    pub fn sweep(&mut self, now: Instant, registry: &Registry) -> usize {
+        let freed = self.bufs.trim();
         let Pool { conns, idle, .. } = self;
         for stack in idle.iter_mut() {
             let expired = stack
@@ -224,6 +225,7 @@ impl Pool {
                 }
             }
         }
+        freed
     }
 }
 

@@ -556,3 +556,63 @@ fn idle_keep_alive_connections_hold_no_buffers() {
     );
     drop(clients);
 }
+
+#[test]
+fn memory_goes_back_to_the_system_after_a_peak_of_connections() {
+    // A peak of open connections (each with a request served, so its heads
+    // grew their field lists, or in the middle of a head, holding a read
+    // buffer) must not pin the worker's RSS once they close: the sweep hands
+    // freed memory back within a few seconds.
+    const CONNECTIONS: usize = 3000;
+    let (_origin, lb, baseline) = setup("peak");
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            let mut client = lb.client();
+            let fields: Vec<(String, String)> = (0..20)
+                .map(|f| (format!("X-Field-{f}"), format!("value {i} {f}")))
+                .collect();
+            let fields: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(client.request("GET", "/bytes/10", &fields, b"").status, 200);
+            client
+        })
+        .collect();
+    // Slow clients in the middle of a head hold a read buffer each.
+    let slow: Vec<_> = (0..1000)
+        .map(|_| {
+            let mut client = lb.client();
+            client.send_raw(b"GET /slow HTTP/1.1\r\nHost: a\r\n");
+            client
+        })
+        .collect();
+    let peak = common::wait_until(Duration::from_secs(5), || lb.rss_kb() > 16 * 1024);
+    assert!(peak, "1000 slow heads should hold their buffers");
+    let peak = lb.rss_kb();
+    // One connection made last, still open: what it holds sits at the top
+    // of the heap, so only handing back free pages below it helps.
+    let mut last_client = lb.client();
+    let fields = [("X-Late", "a value long enough to allocate a field list")];
+    assert_eq!(
+        last_client.request("GET", "/bytes/10", &fields, b"").status,
+        200
+    );
+    last_client.send_raw(b"GET /late HTTP/1.1\r\nHost: a\r\n");
+    drop(clients);
+    drop(slow);
+    let grown = peak.saturating_sub(baseline);
+    eprintln!("{CONNECTIONS} connections: RSS {baseline} kB -> {peak} kB");
+    assert!(grown > 2048, "the peak should cost memory: {grown} kB");
+    let target = baseline + grown / 4;
+    let mut last = peak;
+    let released = common::wait_until(Duration::from_secs(5), || {
+        last = lb.rss_kb();
+        last <= target
+    });
+    assert!(
+        released,
+        "RSS still {last} kB 5 s after the peak ({baseline} kB before, {peak} kB at it)"
+    );
+    drop(last_client);
+}

@@ -71,6 +71,8 @@ pub struct Worker {
     config: Arc<Config>,
     generation: u64,
     last_sweep: Instant,
+    /// The most sessions open at once since memory was last released.
+    peak_sessions: usize,
 }
 
 impl Worker {
@@ -115,6 +117,7 @@ impl Worker {
             config,
             generation: 0,
             last_sweep: Instant::now(),
+            peak_sessions: 0,
         })
     }
 
@@ -176,11 +179,29 @@ impl Worker {
             }
             self.fire_timers(now);
             if now.duration_since(self.last_sweep) >= TICK {
-                self.pool.sweep(now, self.poll.registry());
-                self.client_bufs.trim();
-                self.heads.trim();
-                self.last_sweep = now;
+                self.sweep(now);
             }
+        }
+    }
+
+    /// Once a tick: expired idle backend connections go, and so does
+    /// storage a whole tick left unused. Once a peak has passed (anything
+    /// was freed), the allocator hands its free pages back to the system:
+    /// glibc keeps them otherwise, so RSS would stay at the peak.
+    fn sweep(&mut self, now: Instant) {
+        self.last_sweep = now;
+        let mut freed = self.pool.sweep(now, self.poll.registry());
+        freed += self.client_bufs.trim();
+        freed += self.heads.trim();
+        // Sessions free their own heads' field lists when they close.
+        let open = self.sessions.len();
+        let peak_passed = self.peak_sessions > 2 * open.max(128);
+        if peak_passed {
+            self.sessions.shrink_to_fit();
+            self.peak_sessions = open;
+        }
+        if freed > 0 || peak_passed {
+            release_free_memory();
         }
     }
 
@@ -319,6 +340,7 @@ impl Worker {
                         now,
                     ));
                     self.metrics.set_connections(self.sessions.len());
+                    self.peak_sessions = self.peak_sessions.max(self.sessions.len());
                     self.drive(key, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -445,4 +467,13 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
+}
+
+/// Returns the allocator's free pages to the system.
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks glibc's own heap under its locks; it
+    // takes no pointer and invalidates no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
