@@ -27,6 +27,11 @@ fn main() -> ExitCode {
     let slot = std::env::var(spawn::SLOT_ENV)
         .ok()
         .and_then(|s| s.parse::<usize>().ok());
+    if slot.is_none() && config.insecure && config.backends.iter().any(|b| b.tls) {
+        load_balancer::warn!(
+            "-k: TLS certificates of backends are NOT verified; anyone on the path can impersonate them (for development only)"
+        );
+    }
     let result = match (slot, config.mode) {
         (Some(slot), _) => run_worker_process(config, slot),
         (None, Mode::Single) => run_single(config),

@@ -27,6 +27,11 @@ pub fn ready() {
     notify(&format!("READY=1\nMAINPID={}", std::process::id()));
 }
 
+/// After a rollback: the old master is the main process again.
+pub fn main_pid() {
+    notify(&format!("MAINPID={}", std::process::id()));
+}
+
 pub fn stopping() {
     notify("STOPPING=1");
 }

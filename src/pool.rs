@@ -6,26 +6,36 @@
 //! while idle. It never parses HTTP; `proxy` tells it whether a connection
 //! is reusable. Called only from the worker's event loop.
 
-use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::io::{self, Read as _};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 use slab::Slab;
 
 use crate::buffer::{Buf, BufPool};
-use crate::upstream::BackendId;
+use crate::net::{self, Read};
+use crate::tls::{self, HandshakeError};
+use crate::upstream::{Backend, BackendId};
 use crate::worker::token;
 
 /// Read buffer per busy backend connection: the response direction's bound.
 /// Idle connections hand theirs back to the pool's `BufPool`.
 pub const UPSTREAM_BUF: usize = 32 * 1024;
 
-/// One connection to a backend.
+/// One connection to a backend: plain TCP, or TLS over it. Everything
+/// that moves its bytes goes through its methods, so callers never know
+/// which it is.
 #[derive(Debug)]
 pub struct Upstream {
-    pub stream: TcpStream,
+    stream: TcpStream,
+    /// `Some` for a TLS backend. Boxed: a rustls connection is large and
+    /// plain connections should not carry its size.
+    tls: Option<Box<ClientConnection>>,
     pub backend: BackendId,
     /// Bytes read from the backend, not yet relayed. Storage is lent by
     /// `Pool::get_for_read` and taken back when the connection goes idle.
@@ -51,6 +61,78 @@ impl Upstream {
     pub fn is_reused(&self) -> bool {
         self.served > 0
     }
+
+    /// One read into `buf` (see `net::read_edge`; TLS delivers plaintext).
+    pub fn read(&mut self) -> io::Result<Read> {
+        match &mut self.tls {
+            None => net::read_edge(
+                &mut self.buf,
+                &self.stream,
+                &mut self.readable,
+                self.read_closed,
+            ),
+            Some(conn) => tls::read(conn, &self.stream, &mut self.buf, &mut self.readable),
+        }
+    }
+
+    /// Sends `a` then `b` (see `net::write_edge`). `Ok(None)`: would block.
+    pub fn write(&mut self, a: &[u8], b: &[u8]) -> io::Result<Option<usize>> {
+        match &mut self.tls {
+            None => net::write_edge(&self.stream, a, b, &mut self.writable),
+            Some(conn) => tls::write(conn, &self.stream, a, b, &mut self.writable),
+        }
+    }
+
+    /// After the TCP connect: drives the TLS handshake as far as it can go.
+    /// `Ok(true)` once the connection can carry a request.
+    pub fn handshake(&mut self) -> Result<bool, HandshakeError> {
+        match &mut self.tls {
+            None => Ok(true),
+            Some(conn) => {
+                tls::handshake(conn, &self.stream, &mut self.readable, &mut self.writable)
+            }
+        }
+    }
+
+    /// A readiness event arrived: TLS records waiting for room in the
+    /// socket go out now, even when no session has more to write.
+    pub fn on_ready(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            Some(conn) if self.writable => tls::flush(conn, &self.stream, &mut self.writable),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends our direction of the stream (tunnels): FIN, or close_notify.
+    pub fn shutdown_write(&mut self) {
+        match &mut self.tls {
+            None => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+            }
+            Some(conn) => tls::close(conn, &self.stream),
+        }
+    }
+
+    /// The socket's pending error after a non-blocking connect, and whether
+    /// it is connected yet.
+    pub fn connect_result(&self) -> io::Result<bool> {
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e);
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes the connection (close_notify first on TLS).
+    fn retire(mut self, registry: &Registry) {
+        if let Some(conn) = &mut self.tls {
+            tls::close(conn, &self.stream);
+        }
+        let _ = registry.deregister(&mut self.stream);
+    }
 }
 
 #[derive(Debug)]
@@ -60,19 +142,39 @@ pub struct Pool {
     max_idle: usize,
     default_idle: Duration,
     bufs: BufPool,
+    /// Client configuration for TLS backends, shared by their connections.
+    tls: Option<Arc<ClientConfig>>,
+    /// Per backend: the TLS server name, `None` for a plain backend.
+    names: Vec<Option<ServerName<'static>>>,
 }
 
 impl Pool {
-    pub fn new(backends: usize, max_idle: usize, default_idle: Duration) -> Pool {
-        Pool {
+    /// `tls` must be given when any backend speaks TLS.
+    pub fn new(
+        backends: &[Backend],
+        max_idle: usize,
+        default_idle: Duration,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Result<Pool, String> {
+        let names = backends
+            .iter()
+            .map(|b| b.tls.then(|| tls::server_name(&b.host)).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        if tls.is_none() && names.iter().any(Option::is_some) {
+            return Err("a TLS backend needs a TLS client configuration".into());
+        }
+        Ok(Pool {
             conns: Slab::with_capacity(1024),
-            idle: (0..backends)
+            idle: backends
+                .iter()
                 .map(|_| Vec::with_capacity(max_idle))
                 .collect(),
             max_idle,
             default_idle,
             bufs: BufPool::new(UPSTREAM_BUF),
-        }
+            tls,
+            names,
+        })
     }
 
     pub fn get(&self, key: usize) -> Option<&Upstream> {
@@ -126,6 +228,10 @@ impl Pool {
         owner: usize,
         registry: &Registry,
     ) -> io::Result<usize> {
+        let tls = match (&self.names[backend.0], &self.tls) {
+            (Some(name), Some(config)) => Some(Box::new(tls::connection(config, name)?)),
+            _ => None,
+        };
         let mut stream = TcpStream::connect(addr)?;
         // Heads and small bodies go out in one write each; Nagle would only
         // delay them.
@@ -139,6 +245,7 @@ impl Pool {
         )?;
         entry.insert(Upstream {
             stream,
+            tls,
             backend,
             buf: Buf::empty(),
             readable: false,
@@ -188,9 +295,9 @@ impl Pool {
             if conn.owner.is_none() {
                 self.idle[conn.backend.0].retain(|&k| k != key);
             }
-            let _ = registry.deregister(&mut conn.stream);
             conn.buf.clear();
             self.bufs.reclaim(&mut conn.buf);
+            conn.retire(registry);
         }
     }
 
@@ -200,10 +307,16 @@ impl Pool {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let mut probe = [0u8; 1];
-        match conn.stream.read(&mut probe) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            _ => self.close(key, registry),
+        let alive = match &mut conn.tls {
+            // TLS sends housekeeping (session tickets) on an idle connection.
+            Some(tls_conn) => tls::still_idle(tls_conn, &conn.stream),
+            None => {
+                let mut probe = [0u8; 1];
+                matches!((&conn.stream).read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        };
+        if !alive {
+            self.close(key, registry);
         }
     }
 
@@ -220,8 +333,8 @@ impl Pool {
                 .take_while(|&&k| conns[k].idle_until <= now)
                 .count();
             for key in stack.drain(..expired) {
-                if let Some(mut conn) = conns.try_remove(key) {
-                    let _ = registry.deregister(&mut conn.stream);
+                if let Some(conn) = conns.try_remove(key) {
+                    conn.retire(registry);
                 }
             }
         }

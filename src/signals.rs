@@ -24,6 +24,9 @@ pub enum Signal {
     Upgrade,
     /// SIGCHLD (master only): a worker changed state.
     Child,
+    /// SIGUSR1 (to a worker, from its master): the set of slots without a
+    /// serving worker changed (`master::cover`). A master ignores it.
+    Cover,
 }
 
 pub struct Signals {
@@ -37,6 +40,7 @@ fn handled(with_child: bool) -> SigSet {
         NixSignal::SIGINT,
         NixSignal::SIGHUP,
         NixSignal::SIGUSR2,
+        NixSignal::SIGUSR1,
     ];
     for s in base {
         set.add(s);
@@ -82,6 +86,7 @@ impl Signals {
                 Ok(NixSignal::SIGHUP) => return Some(Signal::Reload),
                 Ok(NixSignal::SIGUSR2) => return Some(Signal::Upgrade),
                 Ok(NixSignal::SIGCHLD) => return Some(Signal::Child),
+                Ok(NixSignal::SIGUSR1) => return Some(Signal::Cover),
                 _ => continue,
             }
         }

@@ -330,3 +330,104 @@ fn a_binary_still_open_for_writing_is_retried_while_the_master_supervises() {
     assert!(lb.wait_for_log("upgrade: new master", Duration::from_secs(5)));
     assert_eq!(get(lb.port(), "/").status, 200);
 }
+
+/// A balancer at `-w 2` upgraded to the same binary: returns once the new
+/// master serves, with its pid, inside the old master's rollback window.
+fn upgraded(tag: &str, origin: &Origin) -> (BinaryCopy, Lb, u32) {
+    let copy = BinaryCopy::new(tag);
+    let lb = copy.start(origin, "2");
+    let old = lb.pid();
+    lb.signal("USR2");
+    assert!(
+        wait_until(Duration::from_secs(10), || read_pid(&copy.pid_file())
+            .is_some_and(|p| p != old)),
+        "the pid file names the new master: {:?}",
+        lb.stderr_lines()
+    );
+    assert!(lb.wait_for_log("upgrade: new master", Duration::from_secs(5)));
+    let new = read_pid(&copy.pid_file()).expect("new pid");
+    // Well inside the 10 s window, with the old workers retired.
+    thread::sleep(Duration::from_secs(1));
+    (copy, lb, new)
+}
+
+fn kill(signal: &str, pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+}
+
+fn refuses(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+/// Both masters and all workers gone within the stop deadline (SPEC §4:
+/// 30 s), the port refusing, and still so after the rollback window.
+fn assert_the_service_stopped(mut lb: Lb) {
+    let (pgid, port) = (lb.pid(), lb.port());
+    let status = lb.wait_exit(Duration::from_secs(35));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "the old master exits 0: {:?}",
+        lb.stderr_lines()
+    );
+    assert!(
+        wait_until(Duration::from_secs(35), || common::process_group(pgid)
+            .is_empty()),
+        "every master and worker is gone: {:?}",
+        common::process_group(pgid)
+    );
+    assert!(refuses(port), "the port refuses connections");
+    // Past the 10 s rollback window: nothing comes back.
+    thread::sleep(Duration::from_secs(12));
+    assert!(common::process_group(pgid).is_empty());
+    assert!(refuses(port), "the port still refuses connections");
+    let log = lb.stderr_lines().join("\n");
+    assert!(!log.contains("rolled back"), "{log}");
+}
+
+#[test]
+fn sigterm_to_the_new_master_in_the_rollback_window_stops_the_service() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let (_copy, lb, new) = upgraded("stop-new", &origin);
+    kill("-TERM", new);
+    assert_the_service_stopped(lb);
+}
+
+#[test]
+fn sigterm_to_the_old_master_in_the_rollback_window_stops_the_service() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let (_copy, lb, _new) = upgraded("stop-old", &origin);
+    lb.signal("TERM");
+    assert_the_service_stopped(lb);
+}
+
+#[test]
+fn a_new_master_killed_in_the_rollback_window_is_rolled_back() {
+    let origin = Origin::start(OriginConfig::new("a")).expect("origin");
+    let (copy, lb, new) = upgraded("killed-new", &origin);
+    kill("-KILL", new);
+    assert!(
+        lb.wait_for_log("upgrade rolled back", Duration::from_secs(5)),
+        "{:?}",
+        lb.stderr_lines()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || read_pid(&copy.pid_file())
+            == Some(lb.pid())),
+        "the pid file names the old master again"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || Client::try_connect(lb.port())
+            .and_then(|mut c| c.try_request("GET", "/", &[], b""))
+            .is_ok_and(|r| r.status == 200)),
+        "the old master serves again"
+    );
+    // Past the rollback window the old master stays: it is the service.
+    thread::sleep(Duration::from_secs(10));
+    assert_eq!(get(lb.port(), "/").status, 200);
+    assert_eq!(read_pid(&copy.pid_file()), Some(lb.pid()));
+    let mut lb = lb;
+    assert!(lb.wait_exit(Duration::from_millis(10)).is_none());
+}

@@ -160,6 +160,10 @@ struct Args {
     /// Log TLS handshakes: version, cipher, ALPN, peer cert
     #[arg(long, help_heading = "TLS")]
     tls_trace: bool,
+
+    /// Extra trusted CAs for TLS backends (PEM bundle), added to the built-in roots
+    #[arg(long, value_name = "PEM", value_parser = parse_path, help_heading = "TLS")]
+    ca_file: Option<PathBuf>,
 }
 
 /// Parses `args` (argv[0] first), reads `-c FILE` if given, resolves backend
@@ -233,6 +237,9 @@ fn build(a: Args) -> Result<Config, String> {
             ));
         }
     }
+    if let Some(path) = &a.ca_file {
+        crate::tls::load_ca_file(path)?;
+    }
     if let Some(b) = backends.iter().find(|b| reaches(b.addr, listen)) {
         return Err(format!(
             "backend {} ({}) is this balancer's own listen address {listen}: requests would loop",
@@ -252,6 +259,7 @@ fn build(a: Args) -> Result<Config, String> {
         pid_file: a.pid_file.map(absolute),
         metrics_addr: a.metrics_addr,
         config_file: a.config.map(absolute),
+        ca_file: a.ca_file.map(absolute),
         health,
         timeouts: {
             let d = Timeouts::default();

@@ -158,6 +158,8 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
     pub config_file: Option<PathBuf>,
+    /// Extra trusted CAs for TLS backends (PEM), beside webpki-roots.
+    pub ca_file: Option<PathBuf>,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
 }

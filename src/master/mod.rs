@@ -7,7 +7,9 @@
 //! handed over → stopped (or back to serving: a failed or rolled-back
 //! upgrade), and serving → stopping → stopped.
 
+pub mod cover;
 pub mod listeners;
+mod slots;
 pub mod spawn;
 pub mod title;
 pub mod upgrade;
@@ -26,13 +28,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::signals::{Signal, Signals};
 use listeners::SlotSockets;
+use slots::Slot;
 
 /// A graceful stop waits this long for workers, then kills them (SPEC §4).
 const STOP_LIMIT: Duration = Duration::from_secs(30);
-/// A worker that lived this long was healthy: its next death respawns at once.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// Longest wait before respawning a worker that keeps crashing.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A new binary must be serving within this, or the upgrade is abandoned.
 const UPGRADE_LIMIT: Duration = Duration::from_secs(15);
 /// After handing over, the old master keeps its sockets this long, ready to
@@ -42,19 +41,12 @@ const ROLLBACK_WINDOW: Duration = Duration::from_secs(10);
 /// and how often it tries to run it meanwhile.
 const EXEC_BUSY_LIMIT: Duration = Duration::from_secs(2);
 const EXEC_BUSY_RETRY: Duration = Duration::from_millis(20);
+/// A successor we stop with us has this long past our own stop deadline
+/// (it has the same one) before it is killed.
+const SUCCESSOR_GRACE: Duration = Duration::from_secs(5);
 const SIGNALS: Token = Token(0);
-
-/// One worker slot: its sockets outlive any number of worker processes.
-struct Slot {
-    /// Dropped when the master stops, so new connections are refused while
-    /// the workers drain.
-    sockets: Option<SlotSockets>,
-    child: Option<Child>,
-    started: Instant,
-    /// Consecutive short-lived runs, for the back-off.
-    crashes: u32,
-    respawn_at: Option<Instant>,
-}
+/// The successor's pipe, during the rollback window.
+const SUCCESSOR: Token = Token(1);
 
 enum Phase {
     Serving,
@@ -72,13 +64,18 @@ enum Phase {
         deadline: Instant,
     },
     /// The new master serves; our workers drain; we keep the sockets until
-    /// `until` to roll back if it dies.
+    /// `until` to roll back if it fails (killed by a signal, or a non-zero
+    /// exit). It says on `news` when it is stopping on purpose.
     HandedOver {
         successor: Child,
         until: Instant,
+        news: Option<std::io::PipeReader>,
     },
+    /// `successor`: a new master stopping with us, inside the rollback
+    /// window; we wait for it too.
     Stopping {
         deadline: Instant,
+        successor: Option<Child>,
     },
 }
 
@@ -91,10 +88,15 @@ struct Master<'a> {
     /// Workers of ours told to finish up after a handover.
     retiring: Vec<Child>,
     metrics: Metrics,
+    /// Which slots have no serving worker, for the workers covering them.
+    cover: cover::Table,
     poll: Poll,
     phase: Phase,
     /// Set by a successor's start: the old master waiting for our workers.
     report_ready_to: Option<std::fs::File>,
+    /// The same pipe once we told it we serve: we tell it when we stop, so
+    /// that it stops too instead of rolling back.
+    predecessor: Option<std::fs::File>,
 }
 
 /// Runs the master until it is stopped or has handed over to a new binary.
@@ -128,6 +130,8 @@ pub fn run(
     };
     let metrics = Metrics::create(&config.backends, sockets.len())
         .map_err(|e| format!("cannot create the shared metrics block: {e}"))?;
+    let cover = cover::Table::create(sockets.len())
+        .map_err(|e| format!("cannot create the table of empty slots: {e}"))?;
     let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
     signals
         .register(poll.registry(), SIGNALS)
@@ -150,9 +154,11 @@ pub fn run(
         slots,
         retiring: Vec::new(),
         metrics,
+        cover,
         poll,
         phase: Phase::Serving,
         report_ready_to,
+        predecessor: None,
     };
     crate::info!("master starting {}", workers(master.slots.len()));
     master.respawn_due(now);
@@ -166,7 +172,8 @@ impl Master<'_> {
         loop {
             // While workers come up or a successor does, poll often to
             // notice it (both report through memory or a pipe we check).
-            let waiting = !announced || matches!(self.phase, Phase::Upgrading { .. });
+            let waiting =
+                !announced || matches!(self.phase, Phase::Upgrading { .. }) || self.starting();
             let tick = if waiting {
                 Duration::from_millis(10)
             } else {
@@ -194,14 +201,23 @@ impl Master<'_> {
             if let Some(done) = self.advance(now) {
                 return done;
             }
+            self.publish_cover();
         }
+    }
+
+    /// Phases in which our workers serve and dead ones are replaced.
+    fn supervising(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Serving | Phase::Launching { .. } | Phase::Upgrading { .. }
+        )
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let phase = match &self.phase {
             Phase::Serving => None,
             Phase::Launching { retry_at, .. } => Some(*retry_at),
-            Phase::Upgrading { deadline, .. } | Phase::Stopping { deadline } => Some(*deadline),
+            Phase::Upgrading { deadline, .. } | Phase::Stopping { deadline, .. } => Some(*deadline),
             Phase::HandedOver { until, .. } => Some(*until),
         };
         self.slots
@@ -209,15 +225,6 @@ impl Master<'_> {
             .filter_map(|s| s.respawn_at)
             .chain(phase)
             .min()
-    }
-
-    /// Every slot has a live worker that reported serving.
-    fn all_ready(&self) -> bool {
-        self.slots.iter().enumerate().all(|(i, s)| {
-            s.child
-                .as_ref()
-                .is_some_and(|c| self.metrics.is_ready(i, c.id()))
-        })
     }
 
     fn announce_serving(&mut self) -> Result<(), String> {
@@ -232,6 +239,7 @@ impl Master<'_> {
         }
         if let Some(mut old) = self.report_ready_to.take() {
             upgrade::report_ready(&mut old);
+            self.predecessor = Some(old);
         }
         crate::notify::ready();
         Ok(())
@@ -239,23 +247,33 @@ impl Master<'_> {
 
     fn on_signal(&mut self, signal: Signal, now: Instant) {
         match (signal, &self.phase) {
-            (Signal::Child, _) => {}
-            (Signal::Stop, Phase::Stopping { .. }) => {
+            (Signal::Child | Signal::Cover, _) => {}
+            (Signal::Stop, Phase::Stopping { successor, .. }) => {
                 crate::info!("master: second stop signal, killing workers");
+                if let Some(successor) = successor {
+                    // Its second stop signal: it kills its workers.
+                    signal_child(successor, NixSignal::SIGTERM);
+                }
                 self.signal_workers(NixSignal::SIGKILL);
             }
             (Signal::Stop, _) => {
                 crate::info!("master stopping: draining workers");
-                crate::notify::stopping();
-                if let Phase::Upgrading { successor, .. } = &mut self.phase {
-                    let _ = successor.kill();
-                    let _ = successor.wait();
-                }
-                self.slots.iter_mut().for_each(|s| s.sockets = None);
-                self.signal_workers(NixSignal::SIGTERM);
-                self.phase = Phase::Stopping {
-                    deadline: now + STOP_LIMIT,
+                let successor = match std::mem::replace(&mut self.phase, Phase::Serving) {
+                    Phase::Upgrading { mut successor, .. } => {
+                        let _ = successor.kill();
+                        let _ = successor.wait();
+                        None
+                    }
+                    // Whichever master an operator signals, the service
+                    // stops: the new one drains its workers, we ours.
+                    Phase::HandedOver { successor, .. } => {
+                        crate::info!("master: stopping the new master {} too", successor.id());
+                        signal_child(&successor, NixSignal::SIGTERM);
+                        Some(successor)
+                    }
+                    _ => None,
                 };
+                self.stop(now, successor);
             }
             (Signal::Upgrade, Phase::Serving) => self.start_upgrade(now),
             (Signal::Upgrade, _) => {
@@ -265,6 +283,21 @@ impl Master<'_> {
                 crate::warn!("master: SIGHUP ignored: config reload is not supported yet")
             }
         }
+    }
+
+    /// Graceful stop: new connections are refused at once (our copies of
+    /// the sockets close), workers drain.
+    fn stop(&mut self, now: Instant, successor: Option<Child>) {
+        crate::notify::stopping();
+        if let Some(mut old) = self.predecessor.take() {
+            upgrade::report_stopping(&mut old);
+        }
+        self.slots.iter_mut().for_each(|s| s.sockets = None);
+        self.signal_workers(NixSignal::SIGTERM);
+        self.phase = Phase::Stopping {
+            deadline: now + STOP_LIMIT,
+            successor,
+        };
     }
 
     fn start_upgrade(&mut self, now: Instant) {
@@ -360,9 +393,11 @@ impl Master<'_> {
                             successor.id()
                         );
                         self.hand_over(now);
+                        self.watch_successor(&ready);
                         self.phase = Phase::HandedOver {
                             successor,
                             until: now + ROLLBACK_WINDOW,
+                            news: Some(ready),
                         };
                     }
                     Some(Err(why)) => {
@@ -378,26 +413,65 @@ impl Master<'_> {
             Phase::HandedOver {
                 mut successor,
                 until,
+                mut news,
             } => {
-                if let Ok(Some(status)) = successor.try_wait() {
-                    crate::error!(
-                        "upgrade rolled back: the new master died ({status}); serving again"
+                let mut byte = [0u8; 1];
+                let stopping = match news.as_mut().map(|r| nonblocking_read(r, &mut byte)) {
+                    Some(Some(1)) => byte[0] == upgrade::STOPPING,
+                    // End of file: it exited (its status tells how) or
+                    // closed the pipe.
+                    Some(Some(0)) => {
+                        news = None;
+                        false
+                    }
+                    _ => false,
+                };
+                let status = match stopping {
+                    true => None,
+                    false => successor.try_wait().ok().flatten(),
+                };
+                if stopping || status.is_some_and(|s| s.success()) {
+                    crate::info!(
+                        "upgrade: the new master {} stopped on purpose within the rollback window; stopping too",
+                        successor.id()
                     );
-                    let now_all = Some(now);
-                    self.slots.iter_mut().for_each(|s| s.respawn_at = now_all);
-                    self.respawn_due(now);
+                    let successor = status.is_none().then_some(successor);
+                    self.stop(now, successor);
+                    return None;
+                }
+                if let Some(status) = status {
+                    crate::error!(
+                        "upgrade rolled back: the new master failed ({status}); serving again"
+                    );
+                    self.roll_back(now);
                     return None;
                 }
                 if now >= until && self.retiring.is_empty() {
                     crate::info!("master handed over to {} and exits", successor.id());
                     return Some(Ok(()));
                 }
-                self.phase = Phase::HandedOver { successor, until };
+                self.phase = Phase::HandedOver {
+                    successor,
+                    until,
+                    news,
+                };
             }
-            Phase::Stopping { deadline } => {
-                if self.slots.iter().all(|s| s.child.is_none()) && self.retiring.is_empty() {
+            Phase::Stopping {
+                deadline,
+                mut successor,
+            } => {
+                if successor
+                    .as_mut()
+                    .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+                {
+                    successor = None;
+                }
+                let done = self.slots.iter().all(|s| s.child.is_none())
+                    && self.retiring.is_empty()
+                    && successor.is_none();
+                if done {
                     if let Some(path) = &self.config.pid_file {
-                        let _ = std::fs::remove_file(path);
+                        remove_pid_file_if_ours(path);
                     }
                     crate::info!("master stopped");
                     return Some(Ok(()));
@@ -407,11 +481,53 @@ impl Master<'_> {
                         "master: workers still running after {STOP_LIMIT:?}, killing them"
                     );
                     self.signal_workers(NixSignal::SIGKILL);
+                    if let Some(successor) = &successor {
+                        // Its second stop signal: it kills its workers.
+                        let last = now >= deadline + SUCCESSOR_GRACE;
+                        let signal = if last {
+                            NixSignal::SIGKILL
+                        } else {
+                            NixSignal::SIGTERM
+                        };
+                        signal_child(successor, signal);
+                    }
                 }
-                self.phase = Phase::Stopping { deadline };
+                self.phase = Phase::Stopping {
+                    deadline,
+                    successor,
+                };
             }
         }
         None
+    }
+
+    /// The new master failed within the rollback window: our workers serve
+    /// again, and the pid file and systemd name us again.
+    fn roll_back(&mut self, now: Instant) {
+        self.slots.iter_mut().for_each(|s| s.respawn_at = Some(now));
+        self.respawn_due(now);
+        if let Some(path) = &self.config.pid_file
+            && let Err(e) = write_pid_file(path)
+        {
+            crate::error!("cannot write pid file {}: {e}", path.display());
+        }
+        crate::notify::main_pid();
+    }
+
+    /// Registers the successor's pipe, so that its news (or its end) wakes
+    /// us at once.
+    fn watch_successor(&self, pipe: &std::io::PipeReader) {
+        use std::os::fd::AsRawFd;
+        let fd = pipe.as_raw_fd();
+        let registered = self.poll.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            SUCCESSOR,
+            mio::Interest::READABLE,
+        );
+        if let Err(e) = registered {
+            // Still read each turn; only later.
+            crate::warn!("master: cannot watch the new master's pipe: {e}");
+        }
     }
 
     /// Our workers stop accepting and finish what they have; the sockets
@@ -428,83 +544,6 @@ impl Master<'_> {
             slot.started = now;
         }
     }
-
-    /// Collects dead workers and schedules their respawn.
-    fn reap(&mut self, now: Instant) {
-        self.retiring
-            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-        let respawn = matches!(
-            self.phase,
-            Phase::Serving | Phase::Launching { .. } | Phase::Upgrading { .. }
-        );
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(child) = slot.child.as_mut() else {
-                continue;
-            };
-            let status = match child.try_wait() {
-                Ok(Some(status)) => status,
-                Ok(None) => continue,
-                Err(e) => {
-                    crate::error!("master: cannot wait for worker {i}: {e}");
-                    continue;
-                }
-            };
-            let pid = child.id();
-            slot.child = None;
-            if !respawn {
-                crate::info!("worker {i} (pid {pid}) exited: {status}");
-                continue;
-            }
-            let lived = now.duration_since(slot.started);
-            slot.crashes = if lived >= STABLE_AFTER {
-                1
-            } else {
-                slot.crashes + 1
-            };
-            let delay = backoff(slot.crashes);
-            crate::warn!("worker {i} (pid {pid}) died: {status}; respawning in {delay:?}");
-            slot.respawn_at = Some(now + delay);
-        }
-    }
-
-    fn respawn_due(&mut self, now: Instant) {
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.respawn_at.is_none_or(|at| at > now) || slot.child.is_some() {
-                continue;
-            }
-            slot.respawn_at = None;
-            let Some(sockets) = slot.sockets.as_ref() else {
-                continue;
-            };
-            match spawn::spawn_worker(i, sockets, self.metrics.shm_fd(), &self.args) {
-                Ok(child) => {
-                    crate::info!("worker {i} started (pid {})", child.id());
-                    if slot.crashes > 0 {
-                        self.metrics.worker_restarted();
-                    }
-                    slot.child = Some(child);
-                    slot.started = now;
-                }
-                Err(e) => {
-                    slot.crashes += 1;
-                    let delay = backoff(slot.crashes).max(Duration::from_millis(250));
-                    crate::error!("master: cannot start worker {i}: {e}; retrying in {delay:?}");
-                    slot.respawn_at = Some(now + delay);
-                }
-            }
-        }
-    }
-
-    fn signal_workers(&self, signal: NixSignal) {
-        let children = self
-            .slots
-            .iter()
-            .filter_map(|s| s.child.as_ref())
-            .chain(&self.retiring);
-        for child in children {
-            let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), signal);
-        }
-    }
 }
 
 /// Reads without blocking: `None` if nothing is there yet.
@@ -517,17 +556,23 @@ fn nonblocking_read(pipe: &mut std::io::PipeReader, buf: &mut [u8]) -> Option<us
     pipe.read(buf).ok()
 }
 
+fn signal_child(child: &Child, signal: NixSignal) {
+    let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), signal);
+}
+
+/// At a stop: a pid file that names another process (the new master of
+/// an upgrade) is not ours to remove.
+fn remove_pid_file_if_ours(path: &Path) {
+    let names_us = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if names_us {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// "1 worker", "2 workers".
 fn workers(n: usize) -> String {
     format!("{n} worker{}", if n == 1 { "" } else { "s" })
-}
-
-/// First respawn at once, then 250 ms doubling up to [`MAX_BACKOFF`].
-fn backoff(crashes: u32) -> Duration {
-    match crashes {
-        0 | 1 => Duration::ZERO,
-        n => (Duration::from_millis(250) * 2u32.saturating_pow(n - 2)).min(MAX_BACKOFF),
-    }
 }
 
 /// Written to a temporary file and renamed, so a reader never sees half a
@@ -538,17 +583,4 @@ fn write_pid_file(path: &Path) -> std::io::Result<()> {
     writeln!(file, "{}", std::process::id())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_starts_immediately_then_doubles_to_a_cap() {
-        assert_eq!(backoff(1), Duration::ZERO);
-        assert_eq!(backoff(2), Duration::from_millis(250));
-        assert_eq!(backoff(3), Duration::from_millis(500));
-        assert_eq!(backoff(40), MAX_BACKOFF);
-    }
 }

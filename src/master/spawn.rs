@@ -1,5 +1,6 @@
 //! Starting a worker: fork+exec of the running binary (`/proc/self/exe`)
-//! with its slot's sockets as inherited descriptors 3 and 4.
+//! with its slot's sockets as inherited descriptors 3 and 4, the metrics
+//! block on 5, and from 6 on what it needs to cover an empty slot.
 //!
 //! The master is multi-threaded once the config watcher runs, and between
 //! fork and exec a multi-threaded process may only make async-signal-safe
@@ -22,15 +23,23 @@ pub const LISTEN_FD: i32 = 3;
 pub const METRICS_FD: i32 = 4;
 pub const SHM_FD: i32 = 5;
 
+/// What every worker also inherits, whatever its slot: the shared metrics
+/// block, and the table and sockets it needs to cover an empty slot
+/// (`cover.rs`).
+pub struct Shared<'a> {
+    pub shm: i32,
+    pub cover_table: i32,
+    /// Every slot's sockets, in slot order.
+    pub slots: &'a [&'a SlotSockets],
+}
+
 /// Spawns the worker of `slot` with the master's own arguments.
 pub fn spawn_worker(
     slot: usize,
     sockets: &SlotSockets,
-    shm: i32,
+    shared: &Shared<'_>,
     args: &[std::ffi::OsString],
 ) -> io::Result<Child> {
-    let listen = sockets.listen.as_raw_fd();
-    let metrics = sockets.metrics.as_ref().map(|m| m.as_raw_fd());
     let master = std::process::id() as libc::pid_t;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0(format!("load_balancer: worker {slot}"))
@@ -43,23 +52,41 @@ pub fn spawn_worker(
     for var in super::upgrade::HANDOVER_ENV {
         cmd.env_remove(var);
     }
-    if metrics.is_some() {
+    // (source, target) descriptor pairs, built before the fork.
+    let mut pairs = vec![
+        (sockets.listen.as_raw_fd(), LISTEN_FD),
+        (shared.shm, SHM_FD),
+    ];
+    if let Some(m) = &sockets.metrics {
         cmd.env(METRICS_ENV, "1");
+        pairs.push((m.as_raw_fd(), METRICS_FD));
     }
+    let listen: Vec<i32> = shared.slots.iter().map(|s| s.listen.as_raw_fd()).collect();
+    let metrics: Vec<i32> = shared
+        .slots
+        .iter()
+        .filter_map(|s| s.metrics.as_ref().map(|m| m.as_raw_fd()))
+        .collect();
+    let cover = super::cover::inheritance(shared.cover_table, &listen, &metrics, SHM_FD + 1);
+    pairs.extend(cover.pairs);
+    for (var, value) in cover.env {
+        cmd.env(var, value);
+    }
+    // Sources are parked above every target first: a source could sit on
+    // a target number.
+    let park_above = pairs.iter().map(|&(_, target)| target).max().unwrap_or(0) + 1;
+    let mut parked = vec![0i32; pairs.len()];
     // SAFETY: the closure runs in the child between fork and exec and makes
     // only async-signal-safe system calls (dup2, fcntl, prctl, getppid,
-    // sigprocmask) on plain integers captured by value; it allocates nothing
-    // and touches no lock.
+    // sigprocmask) on integers in vectors allocated before the fork; it
+    // allocates nothing and touches no lock.
     unsafe {
         cmd.pre_exec(move || {
-            // Out of the way first: a source could sit on a target number.
-            let listen = park_fd(listen)?;
-            let metrics = metrics.map(|fd| park_fd(fd)).transpose()?;
-            let shm = park_fd(shm)?;
-            inherit_fd(listen, LISTEN_FD)?;
-            inherit_fd(shm, SHM_FD)?;
-            if let Some(fd) = metrics {
-                inherit_fd(fd, METRICS_FD)?;
+            for (i, &(fd, _)) in pairs.iter().enumerate() {
+                parked[i] = park_fd(fd, park_above)?;
+            }
+            for (i, &(_, target)) in pairs.iter().enumerate() {
+                inherit_fd(parked[i], target)?;
             }
             // The worker dies with the master (SIGTERM: it drains first).
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
@@ -80,13 +107,13 @@ pub fn spawn_worker(
     cmd.spawn()
 }
 
-/// A close-on-exec copy of `fd` above the target numbers.
+/// A close-on-exec copy of `fd` at `above` or higher.
 ///
 /// # Safety
 /// Async-signal-safe: only fcntl.
-unsafe fn park_fd(fd: i32) -> io::Result<i32> {
+unsafe fn park_fd(fd: i32, above: i32) -> io::Result<i32> {
     // SAFETY: a plain descriptor syscall.
-    let parked = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    let parked = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
     if parked < 0 {
         return Err(io::Error::last_os_error());
     }

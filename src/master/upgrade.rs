@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -93,14 +93,37 @@ fn adopt(listen: &str) -> Result<Inherited, String> {
         .ok()
         .and_then(|s| s.parse::<i32>().ok())
         .map(|fd| std::fs::File::from(crate::worker::inherited_fd(fd)));
+    // Ours alone: not for our workers (they get sockets by name) nor a
+    // later successor. A worker holding the pipe would also keep the old
+    // master from seeing it close when we exit.
+    let fds = sockets
+        .iter()
+        .flat_map(|s| std::iter::once(s.listen.as_fd()).chain(s.metrics.as_ref().map(AsFd::as_fd)))
+        .chain(ready.as_ref().map(AsFd::as_fd));
+    for fd in fds {
+        let flag = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
+        nix::fcntl::fcntl(fd, flag).map_err(|e| format!("inherited descriptor: {e}"))?;
+    }
     Ok(Inherited { sockets, ready })
 }
 
+/// Sent on the readiness pipe: this master serves.
+pub const READY: u8 = b'R';
+/// Sent after `READY`: this master stops on purpose (a stop signal), so
+/// the old one must stop too rather than roll back.
+pub const STOPPING: u8 = b'S';
+
 /// Tells the old master this one is serving.
 pub fn report_ready(ready: &mut std::fs::File) {
-    if let Err(e) = ready.write_all(b"R") {
+    if let Err(e) = ready.write_all(&[READY]) {
         crate::warn!("cannot tell the old master we are ready: {e}");
     }
+}
+
+/// Tells the old master this one stops on purpose. It has usually exited
+/// already (its rollback window is over): then the write fails, unheard.
+pub fn report_stopping(ready: &mut std::fs::File) {
+    let _ = ready.write_all(&[STOPPING]);
 }
 
 /// Starts the new master; returns it and the read end of its readiness

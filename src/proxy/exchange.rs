@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Close, Ctx, Downward, Phase, Read, Session, Step, read_edge, trace_head, write_edge};
+use super::{Close, Ctx, Downward, Phase, Read, Session, Step, trace_head, write_edge};
 use crate::config::Strategy;
 use crate::error::ProxyError;
 use crate::http1::{BodyFramer, BodyKind, ResponseRewrite, Version};
@@ -72,7 +72,7 @@ impl Session {
         if head.is_empty() && body.is_empty() {
             return Ok(self.note_request_sent(cx.now));
         }
-        match write_edge(&up.stream, head, body, &mut up.writable) {
+        match up.write(head, body) {
             Ok(Some(n)) => {
                 let from_head = n.min(head.len());
                 self.uphead_pos += from_head;
@@ -252,8 +252,7 @@ impl Session {
         if !up.readable {
             return Ok(Read::Blocked);
         }
-        let read = read_edge(&mut up.buf, &up.stream, &mut up.readable, up.read_closed);
-        let read = read.map_err(|_| "read from backend failed")?;
+        let read = up.read().map_err(|_| "read from backend failed")?;
         if matches!(read, Read::Data) {
             self.last_io = cx.now;
         }

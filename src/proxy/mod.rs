@@ -11,14 +11,13 @@ mod answer;
 mod exchange;
 mod tunnel;
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
 use mio::event::Event;
 use mio::net::TcpStream;
-use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags};
 
 use crate::balance::{Balancer, STICKY_COOKIE};
 use crate::buffer::{Buf, BufPool, HeadPool};
@@ -27,6 +26,7 @@ use crate::error::ProxyError;
 use crate::health::Health;
 use crate::http1::{BodyFramer, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
 use crate::metrics::Metrics;
+use crate::net::{Read, read_edge, write_edge};
 use crate::pool::Pool;
 use crate::upstream::{Backend, BackendId, HostHeader};
 use crate::worker::timer::{TimerKey, Timers};
@@ -400,7 +400,17 @@ impl Session {
             Phase::ReadHead if self.head_started.is_some() => {
                 self.answer_error(cx, ProxyError::HeadTimeout)
             }
-            Phase::Connecting => self.connect_failed(cx, "connect timeout"),
+            Phase::Connecting => {
+                let connected = self
+                    .upstream
+                    .and_then(|k| cx.pool.get(k))
+                    .is_some_and(|u| u.connected);
+                let why = match connected {
+                    true => "TLS handshake timeout",
+                    false => "connect timeout",
+                };
+                self.connect_failed(cx, why)
+            }
             Phase::Exchange if self.up_done && self.down == Downward::AwaitHead => {
                 self.answer_error(cx, ProxyError::GatewayTimeout)
             }
@@ -573,27 +583,35 @@ impl Session {
         let Some(up) = self.upstream.and_then(|k| cx.pool.get_mut(k)) else {
             return self.connect_failed(cx, "connection lost");
         };
-        if !up.writable {
-            return Ok(false);
+        if !up.connected {
+            if !up.writable {
+                return Ok(false);
+            }
+            // mio: writability after a non-blocking connect means it
+            // finished, one way or the other; the socket error says which.
+            match up.connect_result() {
+                Ok(true) => up.connected = true,
+                Ok(false) => {
+                    up.writable = false;
+                    return Ok(false);
+                }
+                Err(_) => return self.connect_failed(cx, "connection refused"),
+            }
         }
-        // mio: writability after a non-blocking connect means it finished,
-        // one way or the other; the socket error says which.
-        match up.stream.take_error() {
-            Ok(None) => {}
-            Ok(Some(_)) | Err(_) => return self.connect_failed(cx, "connection refused"),
-        }
-        match up.stream.peer_addr() {
-            Ok(_) => {
-                up.connected = true;
+        match up.handshake() {
+            Ok(true) => {
                 self.phase = Phase::Exchange;
                 self.last_io = cx.now;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                up.writable = false;
-                Ok(false)
+            Ok(false) => Ok(false),
+            Err(e) => {
+                let host = self
+                    .backend
+                    .map_or("", |id| cx.backends[id.0].host.as_str());
+                let why = e.describe(host);
+                self.connect_failed(cx, &why)
             }
-            Err(_) => self.connect_failed(cx, "connection refused"),
         }
     }
 
@@ -648,107 +666,6 @@ impl Session {
             Read::Eof | Read::Blocked => cx.bufs.reclaim(&mut self.inbuf),
         }
         Ok(read)
-    }
-}
-
-enum Read {
-    Data,
-    Eof,
-    Blocked,
-}
-
-/// One read into `buf` from an edge-triggered socket whose remembered
-/// readiness is `readable`. A short read means the socket is drained (the
-/// next edge will say when there is more), unless the peer's FIN is already
-/// known (`read_closed`): epoll reports that once, so reading goes on until
-/// the end of stream shows.
-fn read_edge(
-    buf: &mut Buf,
-    src: &TcpStream,
-    readable: &mut bool,
-    read_closed: bool,
-) -> io::Result<Read> {
-    if !*readable || buf.is_full() {
-        return Ok(Read::Blocked);
-    }
-    loop {
-        return match buf.read_from(&mut RawSocket(src)) {
-            Ok((0, _)) => Ok(Read::Eof),
-            Ok((_, short)) => {
-                *readable = !short || read_closed;
-                Ok(Read::Data)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *readable = false;
-                Ok(Read::Blocked)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
-        };
-    }
-}
-
-/// One write of up to two slices (a head and a body run: one syscall for a
-/// small response) to an edge-triggered socket. `Ok(None)`: it would block.
-/// A short write means the socket buffer is full; the next writable edge
-/// says when there is room.
-fn write_edge(
-    dst: &TcpStream,
-    a: &[u8],
-    b: &[u8],
-    writable: &mut bool,
-) -> io::Result<Option<usize>> {
-    if !*writable || (a.is_empty() && b.is_empty()) {
-        return Ok(None);
-    }
-    loop {
-        let written = match (a.is_empty(), b.is_empty()) {
-            (_, true) => RawSocket(dst).send(a),
-            (true, false) => RawSocket(dst).send(b),
-            (false, false) => RawSocket(dst).send_two(a, b),
-        };
-        return match written {
-            Ok(n) => {
-                *writable = n == a.len() + b.len();
-                Ok(Some(n))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *writable = false;
-                Ok(None)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
-        };
-    }
-}
-
-/// Socket I/O through `rustix`'s direct system calls. glibc's `recv` and
-/// `send` are thread-cancellation points: in a process with a second thread
-/// (the health prober) each call also toggles the cancellation state with
-/// atomic operations. Otherwise these are the plain socket calls.
-struct RawSocket<'a>(&'a TcpStream);
-
-impl RawSocket<'_> {
-    fn send(&self, bytes: &[u8]) -> io::Result<usize> {
-        Ok(net::send(self.0, bytes, SendFlags::NOSIGNAL)?)
-    }
-
-    fn send_two(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
-        let parts = [IoSlice::new(a), IoSlice::new(b)];
-        let mut no_control = SendAncillaryBuffer::default();
-        Ok(net::sendmsg(
-            self.0,
-            &parts,
-            &mut no_control,
-            SendFlags::NOSIGNAL,
-        )?)
-    }
-}
-
-impl io::Read for RawSocket<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (n, _) = net::recv(self.0, buf, RecvFlags::empty())?;
-        Ok(n)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::net::Shutdown;
 
-use super::{Close, Ctx, Read, Session, Step, write_edge};
+use super::{Close, Ctx, Read, Session, Step};
 
 impl Session {
     pub(super) fn step_tunnel(&mut self, cx: &mut Ctx<'_>) -> Step {
@@ -49,8 +49,8 @@ impl Session {
             }
         }
         if self.client_eof && self.inbuf.is_empty() && !self.shut_up {
-            if let Some(up) = cx.pool.get(key) {
-                let _ = up.stream.shutdown(Shutdown::Write);
+            if let Some(up) = cx.pool.get_mut(key) {
+                up.shutdown_write();
             }
             self.shut_up = true;
         }
@@ -65,7 +65,7 @@ impl Session {
         let Some(up) = cx.pool.get_mut(key) else {
             return Err(Close);
         };
-        match write_edge(&up.stream, self.inbuf.data(), &[], &mut up.writable) {
+        match up.write(self.inbuf.data(), &[]) {
             Ok(Some(n)) => {
                 self.inbuf.consume(n);
                 self.last_io = cx.now;

@@ -21,10 +21,12 @@ use crate::balance::Balancer;
 use crate::buffer::{BufPool, HeadPool};
 use crate::config::Config;
 use crate::health::Health;
+use crate::master::cover::Cover;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::{CLIENT_BUF, Ctx, HEAD_BUF, Session, Verdict};
 use crate::signals::{Signal, Signals};
+use crate::tls;
 use crate::upstream::Backend;
 use timer::Timers;
 use token::Slot;
@@ -54,6 +56,9 @@ pub struct Worker {
     under_master: bool,
     /// `--metrics-addr`: connections here serve only `/metrics`.
     metrics_listener: Option<TcpListener>,
+    /// Under a master: the other slots' sockets, accepted from while their
+    /// slot has no serving worker (`master::cover`).
+    cover: Option<Cover>,
     metrics: Metrics,
     health: Health,
     /// Wakes the loop when the probe thread has new verdicts.
@@ -92,6 +97,15 @@ impl Worker {
                 .register(l, token::METRICS_LISTENER, Interest::READABLE)?;
         }
         let backends = config.backends.clone();
+        let tls = match backends.iter().any(|b| b.tls) {
+            true => Some(
+                tls::client_config(config.insecure, config.ca_file.as_deref())
+                    .map_err(io::Error::other)?,
+            ),
+            false => None,
+        };
+        let pool =
+            Pool::new(&backends, MAX_IDLE_PER_BACKEND, POOL_IDLE, tls).map_err(io::Error::other)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let mut health = Health::new(&backends, &config.health);
         health.start_probes(&backends, Arc::clone(&waker))?;
@@ -103,11 +117,12 @@ impl Worker {
             idle_close_at: None,
             under_master: false,
             metrics_listener,
+            cover: None,
             metrics,
             health,
             _waker: waker,
             sessions: Slab::with_capacity(1024),
-            pool: Pool::new(backends.len(), MAX_IDLE_PER_BACKEND, POOL_IDLE),
+            pool,
             client_bufs: BufPool::new(CLIENT_BUF),
             heads: HeadPool::new(HEAD_BUF),
             balancer: Balancer::new(config.strategy, &backends),
@@ -122,11 +137,18 @@ impl Worker {
     }
 
     /// SIGTERM/SIGINT stop the worker gracefully; for an mp worker
-    /// (`under_master`) SIGUSR2 from its master retires it after an upgrade.
+    /// (`under_master`) SIGUSR2 from its master retires it after an upgrade,
+    /// and SIGUSR1 says which other slots to cover.
     pub fn handle_signals(&mut self, signals: Signals, under_master: bool) -> io::Result<()> {
         signals.register(self.poll.registry(), token::SIGNALS)?;
         self.signals = Some(signals);
         self.under_master = under_master;
+        let slot = std::env::var(crate::master::spawn::SLOT_ENV).ok();
+        match slot.and_then(|s| s.parse().ok()).and_then(Cover::inherited) {
+            Some(Ok(cover)) => self.cover = Some(cover),
+            Some(Err(e)) => crate::warn!("cannot cover other slots: {e}"),
+            None => {}
+        }
         Ok(())
     }
 
@@ -135,6 +157,11 @@ impl Worker {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         self.metrics.set_ready();
+        // After reporting serving: the master signals changes only to
+        // workers that did.
+        if let Some(cover) = self.cover.as_mut() {
+            cover.refresh(self.poll.registry());
+        }
         loop {
             if let Some(deadline) = self.drain_deadline {
                 let now = Instant::now();
@@ -236,6 +263,11 @@ impl Worker {
                 Signal::Reload => {
                     crate::warn!("SIGHUP ignored: config reload is not supported yet")
                 }
+                Signal::Cover => {
+                    if let Some(cover) = self.cover.as_mut() {
+                        cover.refresh(self.poll.registry());
+                    }
+                }
                 Signal::Upgrade | Signal::Child => {}
             }
         }
@@ -265,6 +297,9 @@ impl Worker {
             .flatten()
         {
             let _ = self.poll.registry().deregister(listener);
+        }
+        if let Some(cover) = self.cover.take() {
+            cover.stop(self.poll.registry());
         }
         match idle_grace {
             Some(grace) => self.idle_close_at = Some(now + grace),
@@ -298,6 +333,11 @@ impl Worker {
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             up.writable = true;
         }
+        if up.on_ready().is_err() {
+            // A TLS record could not be sent: whoever reads next sees it.
+            up.read_closed = true;
+            up.readable = true;
+        }
         match up.owner {
             Some(session) => self.drive(session, now),
             None => self.pool.on_idle_event(key, self.poll.registry()),
@@ -305,11 +345,18 @@ impl Worker {
     }
 
     fn accept(&mut self, metrics_only: bool, now: Instant) {
+        // Our own socket first, then those of empty slots we cover: they
+        // share its token.
+        let mut own_drained = false;
         loop {
-            let accepted = match (metrics_only, self.metrics_listener.as_ref()) {
-                (true, Some(l)) => l.accept(),
-                (true, None) => return,
-                (false, _) => match self.listener.as_ref() {
+            let accepted = match (own_drained, metrics_only, self.metrics_listener.as_ref()) {
+                (true, ..) => match self.cover.as_mut() {
+                    Some(cover) => cover.accept(metrics_only),
+                    None => return,
+                },
+                (false, true, Some(l)) => l.accept(),
+                (false, true, None) => return,
+                (false, false, _) => match self.listener.as_ref() {
                     Some(l) => l.accept(),
                     None => return,
                 },
@@ -342,6 +389,9 @@ impl Worker {
                     self.metrics.set_connections(self.sessions.len());
                     self.peak_sessions = self.peak_sessions.max(self.sessions.len());
                     self.drive(key, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !own_drained => {
+                    own_drained = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

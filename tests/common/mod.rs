@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use load_balancer::origin::Origin;
 
+pub mod tls;
+
 /// Read/write timeout of [`Client`] and of the raw helpers.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`Lb::start`] waits for the port to accept connections.
@@ -1010,4 +1012,10 @@ pub fn scratch_file(tag: &str, contents: &str) -> std::path::PathBuf {
     ));
     std::fs::write(&path, contents).expect("write a scratch file");
     path
+}
+
+/// Live processes of the process group `pgid`: an [`Lb`]'s whole tree
+/// (masters and workers, also across a binary upgrade).
+pub fn process_group(pgid: u32) -> Vec<u32> {
+    group_members(pgid)
 }

@@ -1,0 +1,211 @@
+//! A TLS test origin and the certificates it needs, made at test time:
+//! a CA (rcgen), leaves signed by it for any names, expired or not, and a
+//! blocking rustls server that records what each handshake looked like
+//! (SNI, full or resumed) and answers every request with its path and Host.
+//! Test-only.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{HandshakeKind, ServerConfig, ServerConnection, StreamOwned};
+
+/// A certificate authority for one test.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    pub fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "load_balancer test CA");
+        let key = KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// The CA certificate as a PEM file, for `--ca-file`.
+    pub fn pem_file(&self) -> PathBuf {
+        super::scratch_file("ca.pem", &self.pem)
+    }
+
+    /// A leaf certificate for `names` (DNS names or IP literals) and its key;
+    /// `expired` puts its validity in the past.
+    pub fn leaf(&self, names: &[&str], expired: bool) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("leaf params");
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
+        Leaf {
+            chain: vec![cert.der().clone()],
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        }
+    }
+}
+
+pub struct Leaf {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+/// What the origin saw.
+#[derive(Default)]
+pub struct Seen {
+    pub handshakes: AtomicUsize,
+    pub resumed: AtomicUsize,
+    pub requests: AtomicUsize,
+    pub sni: Mutex<Vec<Option<String>>>,
+}
+
+pub struct TlsOrigin {
+    addr: SocketAddr,
+    pub seen: Arc<Seen>,
+}
+
+impl TlsOrigin {
+    /// Serves on 127.0.0.1 with `leaf`. With `close_each`, every response
+    /// says `Connection: close` (each request then needs a new connection).
+    pub fn start(leaf: Leaf, close_each: bool) -> TlsOrigin {
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(leaf.chain, leaf.key)
+            .expect("server certificate");
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Seen::default());
+        let shared = Arc::clone(&seen);
+        thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let (config, seen) = (Arc::clone(&config), Arc::clone(&shared));
+                thread::spawn(move || {
+                    let _ = serve(tcp, config, &seen, close_each);
+                });
+            }
+        });
+        TlsOrigin { addr, seen }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn handshakes(&self) -> usize {
+        self.seen.handshakes.load(Ordering::SeqCst)
+    }
+
+    pub fn resumed(&self) -> usize {
+        self.seen.resumed.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.seen.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn sni(&self) -> Vec<Option<String>> {
+        self.seen.sni.lock().expect("lock").clone()
+    }
+}
+
+fn serve(
+    tcp: TcpStream,
+    config: Arc<ServerConfig>,
+    seen: &Seen,
+    close_each: bool,
+) -> io::Result<()> {
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
+    let mut tcp = tcp;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    seen.handshakes.fetch_add(1, Ordering::SeqCst);
+    if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+        seen.resumed.fetch_add(1, Ordering::SeqCst);
+    }
+    let sni = conn.server_name().map(str::to_string);
+    seen.sni.lock().expect("lock").push(sni);
+    let mut stream = BufReader::new(StreamOwned::new(conn, tcp));
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let path = line.split(' ').nth(1).unwrap_or("").to_string();
+        let (mut host, mut length) = (String::new(), 0usize);
+        loop {
+            let mut field = String::new();
+            stream.read_line(&mut field)?;
+            let field = field.trim_end();
+            if field.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = field.split_once(':') {
+                match name.to_ascii_lowercase().as_str() {
+                    "host" => host = value.trim().to_string(),
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if path.starts_with("/slow") {
+            // A slow reader: the proxy's socket fills and TLS records wait.
+            for piece in body.chunks_mut(64 * 1024) {
+                thread::sleep(Duration::from_millis(3));
+                stream.read_exact(piece)?;
+            }
+        } else {
+            stream.read_exact(&mut body)?;
+        }
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+        // `/bytes/N`: N bytes of `b'a' + i % 26`, for large responses.
+        let text = match path
+            .strip_prefix("/bytes/")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect(),
+            None => format!("tls {path} host={host} body={}\n", body.len()),
+        };
+        let close = if close_each {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{close}\r\n{text}",
+            text.len()
+        );
+        let inner = stream.get_mut();
+        inner.write_all(answer.as_bytes())?;
+        inner.flush()?;
+        if close_each {
+            inner.conn.send_close_notify();
+            inner.flush()?;
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! HTTPS backends (SPEC §7, HTTP/1.1 over TLS): certificate verification
+//! against webpki-roots or `--ca-file`, `-k`, the reason a failed handshake
+//! is logged with, SNI, the Host rule for TLS backends, pooled keep-alive
+//! connections and resumed sessions. Certificates are made at test time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::tls::{Ca, TlsOrigin};
+use common::{Lb, get, run_lb};
+
+const LOG_WITHIN: Duration = Duration::from_secs(5);
+
+fn https(origin: &TlsOrigin, host: &str) -> String {
+    format!("https://{host}:{}", origin.port())
+}
+
+#[test]
+fn an_unknown_issuer_is_502_and_the_log_says_so() {
+    let ca = Ca::new();
+    let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), false);
+    let lb = Lb::start(&["-b", &https(&origin, "localhost")]);
+    let r = get(lb.port(), "/x");
+    assert_eq!(r.status, 502);
+    assert!(
+        lb.wait_for_log("certificate signed by an unknown issuer", LOG_WITHIN),
+        "{:?}",
+        lb.stderr_lines()
+    );
+    assert!(
+        lb.stderr_lines()
+            .iter()
+            .any(|l| l.contains(&format!("localhost:{}", origin.port())))
+    );
+    assert_eq!(origin.requests(), 0);
+}
+
+#[test]
+fn with_k_any_certificate_is_accepted_after_a_loud_warning() {
+    let ca = Ca::new();
+    let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), false);
+    let lb = Lb::start(&["-b", &https(&origin, "localhost"), "-k"]);
+    let r = get(lb.port(), "/k");
+    assert_eq!(r.status, 200);
+    assert!(r.body_str().starts_with("tls /k "), "{}", r.body_str());
+    assert!(
+        lb.wait_for_log("NOT verified", LOG_WITHIN),
+        "{:?}",
+        lb.stderr_lines()
+    );
+}
+
+#[test]
+fn ca_file_verifies_the_backend_which_sees_sni_and_its_own_host() {
+    let ca = Ca::new();
+    let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), false);
+    let pem = ca.pem_file();
+    let backend = https(&origin, "localhost");
+    let lb = Lb::start(&["-b", &backend, "--ca-file", pem.to_str().expect("utf8")]);
+    let mut client = lb.client();
+    for i in 0..5 {
+        let r = client.request("GET", &format!("/n{i}"), &[("Host", "public.example")], b"");
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        // A TLS backend gets its own name as Host (SPEC §5).
+        assert_eq!(
+            r.body_str(),
+            format!("tls /n{i} host=localhost:{} body=0\n", origin.port())
+        );
+    }
+    let r = client.request("POST", "/up", &[], b"0123456789");
+    assert_eq!(
+        r.body_str(),
+        format!("tls /up host=localhost:{} body=10\n", origin.port())
+    );
+    assert_eq!(origin.sni(), [Some("localhost".to_string())]);
+    assert_eq!(origin.handshakes(), 1, "one pooled keep-alive connection");
+    assert_eq!(origin.requests(), 6);
+}
+
+#[test]
+fn large_bodies_cross_a_tls_backend_whole_both_ways() {
+    // More than the proxy's buffers hold at once each way: plaintext that
+    // rustls keeps decrypted must be drained before waiting for an edge,
+    // and records the socket could not take must leave on the next one.
+    let ca = Ca::new();
+    let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), false);
+    let pem = ca.pem_file();
+    let lb = Lb::start(&[
+        "-b",
+        &https(&origin, "localhost"),
+        "--ca-file",
+        pem.to_str().expect("utf8"),
+    ]);
+    let mut client = lb.client();
+    for n in [100_000usize, 3_000_000] {
+        let r = client.request("GET", &format!("/bytes/{n}"), &[], b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), n);
+        assert!(
+            r.body
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == b'a' + (i % 26) as u8)
+        );
+    }
+    let upload = vec![b'x'; 5_000_000];
+    for path in ["/up", "/slow-up"] {
+        let r = client.request("POST", path, &[], &upload);
+        let want = format!("tls {path} host=localhost:{} body=5000000\n", origin.port());
+        assert_eq!(r.body_str(), want);
+    }
+    assert_eq!(origin.handshakes(), 1);
+}
+
+#[test]
+fn an_ip_literal_backend_sends_no_sni_and_is_checked_against_its_ip() {
+    let ca = Ca::new();
+    let origin = TlsOrigin::start(ca.leaf(&["127.0.0.1"], false), false);
+    let pem = ca.pem_file();
+    let lb = Lb::start(&[
+        "-b",
+        &https(&origin, "127.0.0.1"),
+        "--ca-file",
+        pem.to_str().expect("utf8"),
+    ]);
+    assert_eq!(get(lb.port(), "/ip").status, 200);
+    assert_eq!(origin.sni(), [None]);
+}
+
+#[test]
+fn a_certificate_for_another_name_is_502_not_valid_for_name() {
+    let ca = Ca::new();
+    let origin = TlsOrigin::start(ca.leaf(&["other.test"], false), false);
+    let pem = ca.pem_file();
+    let lb = Lb::start(&[
+        "-b",
+        &https(&origin, "localhost"),
+        "--ca-file",
+        pem.to_str().expect("utf8"),
+    ]);
+    assert_eq!(get(lb.port(), "/").status, 502);
+    assert!(
+        lb.wait_for_log("certificate not valid for name localhost", LOG_WITHIN),
+        "{:?}",
+        lb.stderr_lines()
+    );
+}
+
+#[test]
+fn an_expired_certificate_is_502() {
+    let ca = Ca::new();
+    let origin = TlsOrigin::start(ca.leaf(&["localhost"], true), false);
+    let pem = ca.pem_file();
+    let lb = Lb::start(&[
+        "-b",
+        &https(&origin, "localhost"),
+        "--ca-file",
+        pem.to_str().expect("utf8"),
+    ]);
+    assert_eq!(get(lb.port(), "/").status, 502);
+    assert!(
+        lb.wait_for_log("certificate expired", LOG_WITHIN),
+        "{:?}",
+        lb.stderr_lines()
+    );
+}
+
+#[test]
+fn new_connections_to_a_backend_resume_its_session() {
+    let ca = Ca::new();
+    // Every response closes its connection, so each request handshakes.
+    let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), true);
+    let pem = ca.pem_file();
+    let lb = Lb::start(&[
+        "-b",
+        &https(&origin, "localhost"),
+        "--ca-file",
+        pem.to_str().expect("utf8"),
+    ]);
+    let mut client = lb.client();
+    for i in 0..4 {
+        let r = client.request("GET", &format!("/r{i}"), &[], b"");
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    assert_eq!(origin.handshakes(), 4);
+    assert_eq!(
+        origin.resumed(),
+        3,
+        "every handshake after the first is resumed"
+    );
+}
+
+#[test]
+fn an_unusable_ca_file_is_a_start_up_error_naming_it() {
+    let bad = common::scratch_file("bad.pem", "not a certificate\n");
+    let bad = bad.to_str().expect("utf8");
+    let (code, _, err) = run_lb(
+        &["-b", "https://127.0.0.1:9", "--ca-file", bad],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--ca-file") && err.contains(bad), "{err}");
+}
