@@ -1,0 +1,80 @@
+//! The JSON config file (`config::file::parse`). Input: the file's bytes.
+//!
+//! Invariants: no panic; an accepted file has backends numbered in order,
+//! and its display form (the canonical JSON written below from the parsed
+//! value) parses back to the same value. Names resolve offline.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use load_balancer::config::file::{self, FileConfig};
+use load_balancer::upstream::{BackendId, HostHeader};
+use serde_json::{Map, Value, json};
+
+lb_fuzz::offline_resolver!();
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(config) = file::parse(data) else {
+        return;
+    };
+    assert!(!config.backends.is_empty());
+    for (i, b) in config.backends.iter().enumerate() {
+        assert_eq!(b.id, BackendId(i));
+        assert!(b.port != 0 && b.weight >= 1);
+    }
+    let shown = display(&config).to_string();
+    let again = file::parse(shown.as_bytes());
+    assert_eq!(again.as_ref(), Ok(&config), "shown as {shown}");
+});
+
+fn display(c: &FileConfig) -> Value {
+    let backends: Vec<Value> = c
+        .backends
+        .iter()
+        .map(|b| {
+            let scheme = if b.tls && b.port != 443 {
+                "https://"
+            } else {
+                ""
+            };
+            let mut o = Map::new();
+            o.insert("host".into(), json!(format!("{scheme}{}", b.host)));
+            o.insert("port".into(), json!(b.port));
+            o.insert("weight".into(), json!(b.weight));
+            match b.host_header {
+                HostHeader::Auto => {}
+                HostHeader::Preserve => {
+                    o.insert("host_header".into(), json!("preserve"));
+                }
+                HostHeader::Backend => {
+                    o.insert("host_header".into(), json!("backend"));
+                }
+            }
+            Value::Object(o)
+        })
+        .collect();
+    let mut top = Map::new();
+    top.insert("backends".into(), Value::Array(backends));
+    if let Some(s) = c.strategy {
+        top.insert("strategy".into(), json!(s.name()));
+    }
+    let h = &c.health;
+    let mut health = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            health.insert(k.into(), v);
+        }
+    };
+    put("path", h.path.as_ref().map(|p| json!(p)));
+    put(
+        "interval_ms",
+        h.interval.map(|d| json!(d.as_millis() as u64)),
+    );
+    put("timeout_ms", h.timeout.map(|d| json!(d.as_millis() as u64)));
+    put(
+        "unhealthy_threshold",
+        h.unhealthy_threshold.map(|n| json!(n)),
+    );
+    put("healthy_threshold", h.healthy_threshold.map(|n| json!(n)));
+    top.insert("health".into(), Value::Object(health));
+    Value::Object(top)
+}
