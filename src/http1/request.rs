@@ -365,6 +365,12 @@ fn split_target(
     method: Method,
 ) -> Result<(Span, Option<Span>), HeadError> {
     let text = target.get(buf);
+    // A fragment is for the client alone (RFC 9112 §3.2 has none in any
+    // form); forwarding one lets two hops disagree on the path (HAProxy
+    // refuses it too).
+    if text.contains(&b'#') {
+        return Err(HeadError::Malformed("fragment in the request target"));
+    }
     match text.first() {
         Some(b'/') => return Ok((target, None)),
         Some(b'*') if text.len() == 1 && method == Method::Options => return Ok((target, None)),
@@ -649,6 +655,11 @@ mod tests {
         ] {
             let head = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
             assert_eq!(parse(head.as_bytes()).err(), Some(bad), "{target}");
+        }
+        let fragment = HeadError::Malformed("fragment in the request target");
+        for target in ["/a#b", "http://a.test/b#c", "/#"] {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(parse(head.as_bytes()).err(), Some(fragment), "{target}");
         }
     }
 

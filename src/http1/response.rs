@@ -101,6 +101,7 @@ impl ResponseHead {
         let mut content_length_fields = 0;
         let mut transfer_encoding: Option<&[u8]> = None;
         let mut several_te = false;
+        let mut chunked_count = 0;
         let mut close = false;
         let mut keep_alive_token = false;
 
@@ -116,6 +117,9 @@ impl ResponseHead {
                     self.content_length_verbatim = header::decimal(value).is_some();
                 }
                 Kind::TransferEncoding => {
+                    chunked_count += header::list_items(value)
+                        .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
+                        .count();
                     several_te |= transfer_encoding.is_some();
                     transfer_encoding = Some(value);
                     self.transfer_encoding = f.value;
@@ -156,6 +160,11 @@ impl ResponseHead {
             Version::Http11 => !close,
             Version::Http10 => keep_alive_token && !close,
         };
+        // Chunked may be applied once (RFC 9112 §6.1): twice is a framing
+        // no two readers agree on.
+        if chunked_count > 1 {
+            return Err(HeadError::Malformed("chunked applied more than once"));
+        }
         self.chunked = transfer_encoding.is_some_and(|te| {
             !several_te
                 && header::list_items(te)
@@ -430,6 +439,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
             b"garbage\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
         ];
         for input in cases {
             assert!(
