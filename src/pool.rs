@@ -63,6 +63,7 @@ impl Upstream {
     }
 
     /// One read into `buf` (see `net::read_edge`; TLS delivers plaintext).
+    #[inline]
     pub fn read(&mut self) -> io::Result<Read> {
         match &mut self.tls {
             None => net::read_edge(
@@ -76,6 +77,7 @@ impl Upstream {
     }
 
     /// Sends `a` then `b` (see `net::write_edge`). `Ok(None)`: would block.
+    #[inline]
     pub fn write(&mut self, a: &[u8], b: &[u8]) -> io::Result<Option<usize>> {
         match &mut self.tls {
             None => net::write_edge(&self.stream, a, b, &mut self.writable),

@@ -167,6 +167,7 @@ pub fn handshake(
 
 /// One read of plaintext into `buf`, reading and decrypting from the socket
 /// only when rustls has nothing buffered.
+#[inline(never)]
 pub fn read(
     conn: &mut ClientConnection,
     stream: &TcpStream,
@@ -215,6 +216,7 @@ pub fn read(
 /// Hands `a` then `b` to rustls as plaintext and sends what it can of the
 /// records. `Ok(None)`: nothing taken, the socket is full (wait for the
 /// writable edge, when [`flush`] sends the rest).
+#[inline(never)]
 pub fn write(
     conn: &mut ClientConnection,
     stream: &TcpStream,

@@ -157,11 +157,16 @@ impl Fields {
         self.list[i]
     }
 
-    /// Whether `Connection` names the field called `name`.
+    /// Whether `Connection` names the field called `name`. Inline, so the
+    /// common head without such names pays one compare per field.
+    #[inline]
     pub fn named_by_connection(&self, buf: &[u8], name: Span) -> bool {
-        if self.connection_names.is_empty() {
-            return false;
-        }
+        !self.connection_names.is_empty() && self.listed_in_connection(buf, name)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn listed_in_connection(&self, buf: &[u8], name: Span) -> bool {
         let name = name.get(buf);
         self.connection_names
             .iter()

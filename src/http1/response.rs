@@ -114,7 +114,8 @@ impl ResponseHead {
                         .map_err(HeadError::Malformed)?;
                     content_length = Some(n);
                     content_length_fields += 1;
-                    self.content_length_verbatim = header::decimal(value).is_some();
+                    // Valid (merged above); a byte loop, as values are a few digits.
+                    self.content_length_verbatim = value.iter().all(u8::is_ascii_digit);
                 }
                 Kind::TransferEncoding => {
                     chunked_count += header::list_items(value)
