@@ -18,6 +18,18 @@ fn refused(status: u16) -> bool {
     status == 502 || status == 503
 }
 
+/// A balancer in front of `origin` as `https://localhost:PORT`, trusting
+/// `ca` through `--ca-file`.
+fn trusting(ca: &Ca, origin: &TlsOrigin) -> Lb {
+    let pem = ca.pem_file();
+    Lb::start(&[
+        "-b",
+        &https(origin, "localhost"),
+        "--ca-file",
+        pem.to_str().expect("utf8"),
+    ])
+}
+
 fn https(origin: &TlsOrigin, host: &str) -> String {
     format!("https://{host}:{}", origin.port())
 }
@@ -91,13 +103,7 @@ fn large_bodies_cross_a_tls_backend_whole_both_ways() {
     // and records the socket could not take must leave on the next one.
     let ca = Ca::new();
     let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), false);
-    let pem = ca.pem_file();
-    let lb = Lb::start(&[
-        "-b",
-        &https(&origin, "localhost"),
-        "--ca-file",
-        pem.to_str().expect("utf8"),
-    ]);
+    let lb = trusting(&ca, &origin);
     let mut client = lb.client();
     for n in [100_000usize, 3_000_000] {
         let r = client.request("GET", &format!("/bytes/{n}"), &[], b"");
@@ -135,41 +141,18 @@ fn an_ip_literal_backend_sends_no_sni_and_is_checked_against_its_ip() {
 }
 
 #[test]
-fn a_certificate_for_another_name_is_refused_not_valid_for_name() {
+fn a_certificate_for_another_name_or_expired_is_refused_and_the_log_says_so() {
     let ca = Ca::new();
-    let origin = TlsOrigin::start(ca.leaf(&["other.test"], false), false);
-    let pem = ca.pem_file();
-    let lb = Lb::start(&[
-        "-b",
-        &https(&origin, "localhost"),
-        "--ca-file",
-        pem.to_str().expect("utf8"),
-    ]);
-    assert!(refused(get(lb.port(), "/").status));
-    assert!(
-        lb.wait_for_log("certificate not valid for", LOG_WITHIN),
-        "{:?}",
-        lb.stderr_lines()
-    );
-}
-
-#[test]
-fn an_expired_certificate_is_refused() {
-    let ca = Ca::new();
-    let origin = TlsOrigin::start(ca.leaf(&["localhost"], true), false);
-    let pem = ca.pem_file();
-    let lb = Lb::start(&[
-        "-b",
-        &https(&origin, "localhost"),
-        "--ca-file",
-        pem.to_str().expect("utf8"),
-    ]);
-    assert!(refused(get(lb.port(), "/").status));
-    assert!(
-        lb.wait_for_log("certificate expired", LOG_WITHIN),
-        "{:?}",
-        lb.stderr_lines()
-    );
+    for (names, expired, why) in [
+        (["other.test"], false, "certificate not valid for"),
+        (["localhost"], true, "certificate expired"),
+    ] {
+        let origin = TlsOrigin::start(ca.leaf(&names, expired), false);
+        let lb = trusting(&ca, &origin);
+        assert!(refused(get(lb.port(), "/").status), "{why}");
+        assert!(lb.wait_for_log(why, LOG_WITHIN), "{:?}", lb.stderr_lines());
+        assert_eq!(origin.requests(), 0);
+    }
 }
 
 #[test]
@@ -177,13 +160,7 @@ fn new_connections_to_a_backend_resume_its_session() {
     let ca = Ca::new();
     // Every response closes its connection, so each request handshakes.
     let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), true);
-    let pem = ca.pem_file();
-    let lb = Lb::start(&[
-        "-b",
-        &https(&origin, "localhost"),
-        "--ca-file",
-        pem.to_str().expect("utf8"),
-    ]);
+    let lb = trusting(&ca, &origin);
     let mut client = lb.client();
     for i in 0..4 {
         let r = client.request("GET", &format!("/r{i}"), &[], b"");
