@@ -96,6 +96,11 @@ impl Upstream {
         }
     }
 
+    /// `--tls-trace`'s line for a finished handshake; `None` on plain TCP.
+    pub fn tls_summary(&self) -> Option<String> {
+        self.tls.as_deref().map(tls::summary)
+    }
+
     /// A readiness event arrived: TLS records waiting for room in the
     /// socket go out now, even when no session has more to write.
     pub fn on_ready(&mut self) -> io::Result<()> {

@@ -130,6 +130,25 @@ impl HandshakeError {
     }
 }
 
+/// `--tls-trace`: what a finished handshake agreed on, as one line.
+pub fn summary(conn: &ClientConnection) -> String {
+    let version = conn
+        .protocol_version()
+        .map_or("?".to_string(), |v| format!("{v:?}"));
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map_or("?".to_string(), |c| format!("{:?}", c.suite()));
+    let alpn = conn.alpn_protocol().map_or("none".to_string(), |p| {
+        String::from_utf8_lossy(p).into_owned()
+    });
+    let kind = match conn.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => "resumed",
+        _ => "full",
+    };
+    let chain = conn.peer_certificates().map_or(0, <[_]>::len);
+    format!("{version}, {cipher}, ALPN {alpn}, {kind} handshake, {chain} peer certificate(s)")
+}
+
 /// Drives the handshake as far as the socket allows. `Ok(true)` once it is
 /// complete (what it still has to send leaves with the first write).
 pub fn handshake(

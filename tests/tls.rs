@@ -55,6 +55,34 @@ fn an_unknown_issuer_is_refused_and_the_log_says_so() {
 }
 
 #[test]
+fn tls_trace_logs_version_cipher_alpn_and_resumption_and_no_alpn_means_http1() {
+    let ca = Ca::new();
+    let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), false);
+    let pem = ca.pem_file();
+    let backend = https(&origin, "localhost");
+    let lb = Lb::start(&[
+        "-b",
+        &backend,
+        "--ca-file",
+        pem.to_str().expect("utf8"),
+        "--tls-trace",
+    ]);
+    assert_eq!(get(lb.port(), "/t").status, 200);
+    let line = format!("tls localhost:{}: TLSv1_3, TLS13_", origin.port());
+    assert!(
+        lb.wait_for_log(&line, LOG_WITHIN),
+        "{:?}",
+        lb.stderr_lines()
+    );
+    // The test origin selects no protocol: HTTP/1.1 is spoken all the same.
+    assert!(
+        lb.wait_for_log("ALPN none", LOG_WITHIN),
+        "{:?}",
+        lb.stderr_lines()
+    );
+}
+
+#[test]
 fn with_k_any_certificate_is_accepted_after_a_loud_warning() {
     let ca = Ca::new();
     let origin = TlsOrigin::start(ca.leaf(&["localhost"], false), false);

@@ -600,6 +600,11 @@ impl Session {
         }
         match up.handshake() {
             Ok(true) => {
+                if cx.config.tls_trace
+                    && let (Some(line), Some(id)) = (up.tls_summary(), self.backend)
+                {
+                    crate::info!("tls {}: {line}", cx.backends[id.0].label);
+                }
                 self.phase = Phase::Exchange;
                 self.last_io = cx.now;
                 Ok(true)
