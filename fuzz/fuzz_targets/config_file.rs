@@ -76,5 +76,17 @@ fn display(c: &FileConfig) -> Value {
     );
     put("healthy_threshold", h.healthy_threshold.map(|n| json!(n)));
     top.insert("health".into(), Value::Object(health));
+    let t = &c.timeouts;
+    for (key, value) in [
+        ("head_timeout_ms", t.head),
+        ("body_timeout_ms", t.body),
+        ("idle_timeout_ms", t.idle),
+        ("connect_timeout_ms", t.connect),
+        ("response_timeout_ms", t.response),
+    ] {
+        if let Some(d) = value {
+            top.insert(key.into(), json!(d.as_millis() as u64));
+        }
+    }
     Value::Object(top)
 }

