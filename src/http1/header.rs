@@ -286,11 +286,37 @@ pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
 /// field must be valid and all must agree. The error names what is wrong;
 /// the caller decides whether that is smuggling (request) or a broken
 /// backend (response).
-pub(crate) fn merge_content_length(prev: Option<u64>, value: &[u8]) -> Result<u64, &'static str> {
+fn merge_content_length(prev: Option<u64>, value: &[u8]) -> Result<u64, &'static str> {
     let n = content_length(value).ok_or("invalid Content-Length")?;
     match prev {
         Some(p) if p != n => Err("differing Content-Length values"),
         _ => Ok(n),
+    }
+}
+
+/// The `Content-Length` fields of one head, folded as they are met: the
+/// length they agree on, and whether it can travel as it came.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Lengths {
+    pub value: Option<u64>,
+    fields: u8,
+    plain: bool,
+}
+
+impl Lengths {
+    /// Adds one field; the error names what is wrong (see
+    /// [`merge_content_length`]).
+    pub fn add(&mut self, value: &[u8]) -> Result<(), &'static str> {
+        self.value = Some(merge_content_length(self.value, value)?);
+        self.fields = self.fields.saturating_add(1);
+        // Valid (merged above): a byte loop, as values are a few digits.
+        self.plain = value.iter().all(u8::is_ascii_digit);
+        Ok(())
+    }
+
+    /// One field of plain digits: copied as it came, not written anew.
+    pub fn verbatim(&self) -> bool {
+        self.fields == 1 && self.plain
     }
 }
 

@@ -172,10 +172,8 @@ impl RequestHead {
         self.has_host = false;
         self.idempotency_key = false;
         self.sticky = None;
-        self.content_length_verbatim = false;
 
-        let mut content_length: Option<u64> = None;
-        let mut content_length_fields = 0;
+        let mut lengths = header::Lengths::default();
         let mut chunked = false;
         let mut transfer_encodings = 0;
         let mut hosts = 0;
@@ -188,14 +186,7 @@ impl RequestHead {
             let f = self.fields.get(i);
             let value = f.value.get(buf);
             match f.kind {
-                Kind::ContentLength => {
-                    let n = header::merge_content_length(content_length, value)
-                        .map_err(HeadError::Smuggling)?;
-                    content_length = Some(n);
-                    content_length_fields += 1;
-                    // Valid (merged above); a byte loop, as values are a few digits.
-                    self.content_length_verbatim = value.iter().all(u8::is_ascii_digit);
-                }
+                Kind::ContentLength => lengths.add(value).map_err(HeadError::Smuggling)?,
                 Kind::TransferEncoding => {
                     // Only a lone `chunked` is accepted: any other coding
                     // (even `gzip, chunked`) is a framing another hop may
@@ -216,7 +207,10 @@ impl RequestHead {
                             keep_alive_token = true;
                         } else if token.eq_ignore_ascii_case(b"upgrade") {
                             upgrade_token = true;
-                        } else if names_framing_or_host(token) {
+                        } else if matches!(
+                            header::classify(token),
+                            Kind::ContentLength | Kind::TransferEncoding | Kind::Host
+                        ) {
                             // Dropping these as hop-by-hop would change how
                             // the backend reads the message (smuggling).
                             return Err(HeadError::Smuggling(
@@ -249,7 +243,7 @@ impl RequestHead {
             return Err(HeadError::Malformed("missing Host"));
         }
         self.has_host = hosts == 1;
-        if chunked && content_length.is_some() {
+        if chunked && lengths.value.is_some() {
             return Err(HeadError::Smuggling(
                 "both Content-Length and Transfer-Encoding",
             ));
@@ -259,9 +253,9 @@ impl RequestHead {
                 "Transfer-Encoding in an HTTP/1.0 request",
             ));
         }
-        self.content_length = content_length.filter(|_| !chunked);
-        self.content_length_verbatim &= content_length_fields == 1;
-        self.body = Some(match (chunked, content_length) {
+        self.content_length = lengths.value.filter(|_| !chunked);
+        self.content_length_verbatim = lengths.verbatim();
+        self.body = Some(match (chunked, lengths.value) {
             (true, _) => BodyKind::Chunked,
             (false, Some(n)) if n > 0 => BodyKind::Length(n),
             _ => BodyKind::None,
@@ -346,14 +340,6 @@ impl RequestHead {
         out.extend_from_slice(VIA_NAME.as_bytes());
         out.extend_from_slice(b"\r\n\r\n");
     }
-}
-
-/// Whether a `Connection` option names a field that frames or routes the
-/// request, which must never be dropped as hop-by-hop.
-fn names_framing_or_host(token: &[u8]) -> bool {
-    [&b"content-length"[..], b"transfer-encoding", b"host"]
-        .iter()
-        .any(|name| token.eq_ignore_ascii_case(name))
 }
 
 /// Splits a request target (RFC 9112 §3.2) into what the backend gets as

@@ -95,10 +95,8 @@ impl ResponseHead {
         self.keep_alive_timeout = None;
         self.keep_alive_max = None;
         self.upgrade = None;
-        self.content_length_verbatim = false;
 
-        let mut content_length: Option<u64> = None;
-        let mut content_length_fields = 0;
+        let mut lengths = header::Lengths::default();
         let mut transfer_encoding: Option<&[u8]> = None;
         let mut several_te = false;
         let mut chunked_count = 0;
@@ -109,14 +107,7 @@ impl ResponseHead {
             let f = self.fields.get(i);
             let value = f.value.get(buf);
             match f.kind {
-                Kind::ContentLength => {
-                    let n = header::merge_content_length(content_length, value)
-                        .map_err(HeadError::Malformed)?;
-                    content_length = Some(n);
-                    content_length_fields += 1;
-                    // Valid (merged above); a byte loop, as values are a few digits.
-                    self.content_length_verbatim = value.iter().all(u8::is_ascii_digit);
-                }
+                Kind::ContentLength => lengths.add(value).map_err(HeadError::Malformed)?,
                 Kind::TransferEncoding => {
                     chunked_count += header::list_items(value)
                         .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
@@ -132,8 +123,10 @@ impl ResponseHead {
                         } else if token.eq_ignore_ascii_case(b"keep-alive") {
                             keep_alive_token = true;
                         } else if !token.eq_ignore_ascii_case(b"upgrade")
-                            && !token.eq_ignore_ascii_case(b"content-length")
-                            && !token.eq_ignore_ascii_case(b"transfer-encoding")
+                            && !matches!(
+                                header::classify(token),
+                                Kind::ContentLength | Kind::TransferEncoding
+                            )
                         {
                             // Framing fields are never dropped as hop-by-hop:
                             // the client reads the framing we forward.
@@ -180,7 +173,7 @@ impl ResponseHead {
             // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3), but a
             // message carrying both was built by something confused: do not
             // reuse that connection.
-            reusable &= content_length.is_none() && !several_te;
+            reusable &= lengths.value.is_none() && !several_te;
             let last = header::list_items(te).last().unwrap_or(b"");
             if last.eq_ignore_ascii_case(b"chunked") && !several_te {
                 BodyKind::Chunked
@@ -189,7 +182,7 @@ impl ResponseHead {
                 BodyKind::UntilClose
             }
         } else {
-            match content_length {
+            match lengths.value {
                 Some(0) => BodyKind::None,
                 Some(n) => BodyKind::Length(n),
                 None => {
@@ -203,8 +196,8 @@ impl ResponseHead {
         // must not carry one (1xx, 204), does not travel on.
         let length_allowed =
             transfer_encoding.is_none() && !(100..200).contains(&status) && status != 204;
-        self.content_length = content_length.filter(|_| length_allowed);
-        self.content_length_verbatim &= content_length_fields == 1;
+        self.content_length = lengths.value.filter(|_| length_allowed);
+        self.content_length_verbatim = lengths.verbatim();
         self.keep_alive = reusable && status != 101;
         Ok(true)
     }
