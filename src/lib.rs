@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod http1;
+pub mod http2;
 pub mod master;
 pub mod metrics;
 pub mod net;

@@ -96,6 +96,13 @@ impl Upstream {
         }
     }
 
+    /// The TLS handshake chose HTTP/2 by ALPN.
+    pub fn chose_h2(&self) -> bool {
+        self.tls
+            .as_deref()
+            .is_some_and(|c| c.alpn_protocol() == Some(b"h2"))
+    }
+
     /// `--tls-trace`'s line for a finished handshake; `None` on plain TCP.
     pub fn tls_summary(&self) -> Option<String> {
         self.tls.as_deref().map(tls::summary)
@@ -149,8 +156,11 @@ pub struct Pool {
     max_idle: usize,
     default_idle: Duration,
     bufs: BufPool,
-    /// Client configuration for TLS backends, shared by their connections.
+    /// Client configuration for TLS backends, shared by their connections:
+    /// ALPN offers only `http/1.1` (tunnels, which h2 cannot carry here).
     tls: Option<Arc<ClientConfig>>,
+    /// The same offering `h2` first, for every other request.
+    tls_h2: Option<Arc<ClientConfig>>,
     /// Per backend: the TLS server name, `None` for a plain backend.
     names: Vec<Option<ServerName<'static>>>,
 }
@@ -179,6 +189,7 @@ impl Pool {
             max_idle,
             default_idle,
             bufs: BufPool::new(UPSTREAM_BUF),
+            tls_h2: tls.as_deref().map(tls::offering_h2),
             tls,
             names,
         })
@@ -228,14 +239,20 @@ impl Pool {
     }
 
     /// Starts a non-blocking connect; completion shows as writability.
+    /// A TLS connection offers `h2` unless `http1_only`.
     pub fn connect(
         &mut self,
         backend: BackendId,
         addr: SocketAddr,
         owner: usize,
+        http1_only: bool,
         registry: &Registry,
     ) -> io::Result<usize> {
-        let tls = match (&self.names[backend.0], &self.tls) {
+        let config = match http1_only {
+            true => &self.tls,
+            false => &self.tls_h2,
+        };
+        let tls = match (&self.names[backend.0], config) {
             (Some(name), Some(config)) => Some(Box::new(tls::connection(config, name)?)),
             _ => None,
         };
@@ -294,6 +311,25 @@ impl Pool {
         conn.served += 1;
         conn.idle_until = now + idle_window(keep_alive_timeout, self.default_idle);
         self.idle[backend.0].push(key);
+    }
+
+    /// Hands a busy TLS connection's transport over (to HTTP/2, which
+    /// drives it from then on); its slot is freed.
+    pub fn take_tls(
+        &mut self,
+        key: usize,
+        registry: &Registry,
+    ) -> Option<(TcpStream, Box<ClientConnection>)> {
+        let mut conn = self.conns.try_remove(key)?;
+        conn.buf.clear();
+        self.bufs.reclaim(&mut conn.buf);
+        match conn.tls.take() {
+            Some(tls) => Some((conn.stream, tls)),
+            None => {
+                conn.retire(registry);
+                None
+            }
+        }
     }
 
     /// Closes a connection, busy or idle.

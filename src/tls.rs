@@ -53,10 +53,18 @@ pub fn client_config(insecure: bool, ca_file: Option<&Path>) -> Result<Arc<Clien
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    // HTTP/2 is not spoken to backends yet: offering only http/1.1 keeps an
-    // h2-capable backend on HTTP/1.1.
+    // Health probes and tunnels speak HTTP/1.1 whatever the backend
+    // prefers; `offering_h2` makes the configuration for everything else.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// `config` with ALPN offering `h2` first (SPEC §7). A clone shares the
+/// original's session store, so either resumes the other's sessions.
+pub fn offering_h2(config: &ClientConfig) -> Arc<ClientConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// The certificates of a PEM bundle; an unreadable file or one without a

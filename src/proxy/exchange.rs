@@ -108,7 +108,7 @@ impl Session {
 
     /// Reads more of the request body. The next pipelined request is left in
     /// the socket until this exchange is over.
-    fn pump_client(&mut self, cx: &mut Ctx<'_>) -> Step {
+    pub(super) fn pump_client(&mut self, cx: &mut Ctx<'_>) -> Step {
         if self.req_body.is_done() {
             return Ok(false);
         }
@@ -428,7 +428,7 @@ impl Session {
     ///
     /// Anything else is answered 502. After response bytes went out, the
     /// client connection can only be cut.
-    fn upstream_failed(&mut self, cx: &mut Ctx<'_>, why: &'static str) -> Step {
+    pub(super) fn upstream_failed(&mut self, cx: &mut Ctx<'_>, why: &'static str) -> Step {
         if self.response_started {
             return Err(Close);
         }
@@ -444,10 +444,14 @@ impl Session {
             self.retried = true;
             crate::debug!("backend {label}: {why} on a reused connection; re-sending");
             self.rewind_request(cx);
-            return match cx
-                .pool
-                .connect(id, cx.backends[id.0].addr, self.key, cx.registry)
-            {
+            let http1_only = self.req.upgrade.is_some();
+            return match cx.pool.connect(
+                id,
+                cx.backends[id.0].addr,
+                self.key,
+                http1_only,
+                cx.registry,
+            ) {
                 Ok(key) => {
                     cx.balancer.on_start(id);
                     self.backend = Some(id);
@@ -473,7 +477,7 @@ impl Session {
 
     /// Drops the broken connection and puts the request back to "nothing
     /// sent": the head and the kept body bytes are still buffered.
-    fn rewind_request(&mut self, cx: &mut Ctx<'_>) {
+    pub(super) fn rewind_request(&mut self, cx: &mut Ctx<'_>) {
         self.drop_upstream(cx);
         self.uphead_pos = 0;
         self.held = 0;

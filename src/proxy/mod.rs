@@ -9,10 +9,13 @@
 
 mod answer;
 mod exchange;
+mod h2_exchange;
 mod tunnel;
 
 use std::io::{self, Write};
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -25,6 +28,7 @@ use crate::config::{Config, Strategy};
 use crate::error::ProxyError;
 use crate::health::Health;
 use crate::http1::{BodyFramer, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
+use crate::http2::{H2Conns, WakeQueue};
 use crate::metrics::Metrics;
 use crate::net::{Read, read_edge, write_edge};
 use crate::pool::Pool;
@@ -52,6 +56,10 @@ pub struct Ctx<'a> {
     pub now: Instant,
     pub registry: &'a Registry,
     pub pool: &'a mut Pool,
+    /// Shared HTTP/2 connections to backends that chose h2.
+    pub h2: &'a mut H2Conns,
+    /// Where h2 wakers queue sessions for the loop.
+    pub wake: &'a Arc<WakeQueue>,
     /// Storage for client read buffers (`CLIENT_BUF` each).
     pub bufs: &'a mut BufPool,
     /// Storage for the heads sessions write (`HEAD_BUF` each).
@@ -101,6 +109,8 @@ enum Phase {
     Connecting,
     /// Request going up, response coming down.
     Exchange,
+    /// The same over a stream of a shared HTTP/2 connection.
+    H2Exchange,
     /// After `101`: bytes relayed both ways untouched.
     Tunnel,
     /// Writing an answer of our own, then closing or reading the next request.
@@ -180,6 +190,13 @@ pub struct Session {
     upstream: Option<usize>,
     /// The request was already re-sent once on a fresh connection.
     retried: bool,
+    /// The stream of an exchange with an h2 backend.
+    h2: Option<Box<h2_exchange::H2Exchange>>,
+    /// Queues this session for the loop when an h2 future can progress;
+    /// made on the session's first h2 request.
+    h2_waker: Option<Waker>,
+    /// Opening a new connection to this h2 backend (see `h2_ready`).
+    h2_opening: Option<BackendId>,
 
     // Request side. `inbuf` holds, in order: the head (`hold_head` bytes,
     // kept so the head can be rewritten for another backend), body bytes
@@ -255,6 +272,9 @@ impl Session {
             backend: None,
             upstream: None,
             retried: false,
+            h2: None,
+            h2_waker: None,
+            h2_opening: None,
             uphead: Vec::new(),
             uphead_pos: 0,
             hold_head: 0,
@@ -314,6 +334,7 @@ impl Session {
                 Phase::ReadHead => self.step_read_head(cx),
                 Phase::Connecting => self.step_connecting(cx),
                 Phase::Exchange => self.step_exchange(cx),
+                Phase::H2Exchange => self.step_h2(cx),
                 Phase::Tunnel => self.step_tunnel(cx),
                 Phase::Answer { close } => self.step_answer(cx, close),
                 Phase::Linger => self.step_linger(cx),
@@ -354,11 +375,13 @@ impl Session {
                 None => self.last_io + t.idle,
             },
             Phase::Connecting => self.phase_since + t.connect,
-            Phase::Exchange if self.up_done && self.down == Downward::AwaitHead => {
+            Phase::Exchange | Phase::H2Exchange
+                if self.up_done && self.down == Downward::AwaitHead =>
+            {
                 self.sent_at + t.response
             }
-            Phase::Exchange if self.reading_body() => self.last_io + t.body,
-            Phase::Exchange | Phase::Answer { .. } => self.last_io + t.idle,
+            Phase::Exchange | Phase::H2Exchange if self.reading_body() => self.last_io + t.body,
+            Phase::Exchange | Phase::H2Exchange | Phase::Answer { .. } => self.last_io + t.idle,
             Phase::Tunnel => self.last_io + TUNNEL_IDLE,
             Phase::Linger => self.phase_since + LINGER,
         }
@@ -411,13 +434,17 @@ impl Session {
                 };
                 self.connect_failed(cx, why)
             }
-            Phase::Exchange if self.up_done && self.down == Downward::AwaitHead => {
+            Phase::Exchange | Phase::H2Exchange
+                if self.up_done && self.down == Downward::AwaitHead =>
+            {
                 self.answer_error(cx, ProxyError::GatewayTimeout)
             }
             // The body stalled on the client's side (nothing of it waits for
             // the backend): 408, as nginx's client_body_timeout, and the
             // backend connection, mid-request, is closed.
-            Phase::Exchange if self.reading_body() && self.body_pending == 0 => {
+            Phase::Exchange | Phase::H2Exchange
+                if self.reading_body() && self.body_pending == 0 =>
+            {
                 self.answer_error(cx, ProxyError::BodyTimeout)
             }
             _ => Err(Close),
@@ -534,6 +561,12 @@ impl Session {
             self.write_upstream_head(cx, id);
             cx.balancer.on_start(id);
             self.backend = Some(id);
+            if let Some(conn) = self.h2_ready(cx, id) {
+                return self.start_h2(cx, conn);
+            }
+            if cx.config.trace {
+                trace_head("->", &cx.backends[id.0].label, &self.uphead);
+            }
             if let Some(key) = cx.pool.checkout(id, self.key, cx.now, cx.registry) {
                 self.upstream = Some(key);
                 self.phase = Phase::Exchange;
@@ -541,11 +574,16 @@ impl Session {
                 return Ok(true);
             }
             let backend = &cx.backends[id.0];
-            match cx.pool.connect(id, backend.addr, self.key, cx.registry) {
+            let http1_only = self.req.upgrade.is_some();
+            match cx
+                .pool
+                .connect(id, backend.addr, self.key, http1_only, cx.registry)
+            {
                 Ok(key) => {
                     self.upstream = Some(key);
                     self.phase = Phase::Connecting;
                     self.phase_since = cx.now;
+                    self.h2_opening(cx, id);
                     return Ok(true);
                 }
                 Err(e) => {
@@ -574,9 +612,6 @@ impl Session {
         self.uphead_pos = 0;
         self.req
             .write_for_backend(self.inbuf.data(), &rw, &mut self.uphead);
-        if cx.config.trace {
-            trace_head("->", &backend.label, &self.uphead);
-        }
     }
 
     fn step_connecting(&mut self, cx: &mut Ctx<'_>) -> Step {
@@ -605,6 +640,10 @@ impl Session {
                 {
                     crate::info!("tls {}: {line}", cx.backends[id.0].label);
                 }
+                if up.chose_h2() {
+                    return self.adopt_h2(cx);
+                }
+                self.h2_opened(cx);
                 self.phase = Phase::Exchange;
                 self.last_io = cx.now;
                 Ok(true)
@@ -636,7 +675,34 @@ impl Session {
         self.choose_backend(cx)
     }
 
+    /// The new connection's handshake chose h2: it joins the worker's
+    /// shared h2 connections and this request becomes its first stream.
+    fn adopt_h2(&mut self, cx: &mut Ctx<'_>) -> Step {
+        self.h2_opened(cx);
+        let (Some(key), Some(id)) = (self.upstream.take(), self.backend) else {
+            return Err(Close);
+        };
+        let Some((stream, tls)) = cx.pool.take_tls(key, cx.registry) else {
+            return self.connect_failed(cx, "connection lost");
+        };
+        match cx.h2.adopt(id, stream, tls, cx.registry, cx.now) {
+            Ok(conn) => self.start_h2(cx, conn),
+            Err(e) => {
+                crate::warn!(
+                    "backend {}: HTTP/2 set-up failed: {e}",
+                    cx.backends[id.0].label
+                );
+                self.answer_error(cx, ProxyError::BadGateway("HTTP/2 set-up failed"))
+            }
+        }
+    }
+
     fn drop_upstream(&mut self, cx: &mut Ctx<'_>) {
+        self.h2_opened(cx);
+        if let Some(x) = self.h2.take() {
+            // Dropping the stream's handles resets it if it is unfinished.
+            x.release(cx);
+        }
         if let Some(key) = self.upstream.take() {
             cx.pool.close(key, cx.registry);
         }

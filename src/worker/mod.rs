@@ -21,6 +21,7 @@ use crate::balance::Balancer;
 use crate::buffer::{BufPool, HeadPool};
 use crate::config::Config;
 use crate::health::Health;
+use crate::http2::{H2Conns, Task, WakeQueue};
 use crate::master::cover::Cover;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -65,6 +66,10 @@ pub struct Worker {
     _waker: Arc<Waker>,
     sessions: Slab<Session>,
     pool: Pool,
+    /// HTTP/2 connections shared by the sessions.
+    h2: H2Conns,
+    /// Sessions and h2 connections that h2 woke, run after the events.
+    wake: Arc<WakeQueue>,
     /// Storage for client read buffers, lent while a connection has bytes.
     client_bufs: BufPool,
     /// Storage for the heads sessions write, lent while one is in flight.
@@ -107,6 +112,7 @@ impl Worker {
         let pool = Pool::new(&backends, MAX_IDLE_PER_BACKEND, POOL_IDLE, tls.clone())
             .map_err(io::Error::other)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let wake = WakeQueue::new();
         let mut health = Health::new(&backends, &config.health);
         health.start_probes(&backends, tls.clone(), Arc::clone(&waker))?;
         Ok(Worker {
@@ -123,6 +129,8 @@ impl Worker {
             _waker: waker,
             sessions: Slab::with_capacity(1024),
             pool,
+            h2: H2Conns::new(Arc::clone(&wake), POOL_IDLE),
+            wake,
             client_bufs: BufPool::new(CLIENT_BUF),
             heads: HeadPool::new(HEAD_BUF),
             balancer: Balancer::new(config.strategy, &backends),
@@ -174,10 +182,14 @@ impl Worker {
                 }
             }
             let now = Instant::now();
-            let timeout = self
-                .timers
-                .next()
-                .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
+            let timeout = match self.wake.is_empty() {
+                true => self
+                    .timers
+                    .next()
+                    .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK)),
+                // Woken tasks left over from the last turn run first.
+                false => Duration::ZERO,
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -196,6 +208,7 @@ impl Worker {
                         }
                     }
                     Slot::Upstream(key) => self.on_upstream_event(key, event, now),
+                    Slot::H2(key) => self.h2.on_event(key),
                     Slot::Signals => {
                         if self.on_signals(now) {
                             return Ok(());
@@ -204,6 +217,7 @@ impl Worker {
                     Slot::Waker => self.apply_probes(),
                 }
             }
+            self.run_woken(now);
             self.fire_timers(now);
             if now.duration_since(self.last_sweep) >= TICK {
                 self.sweep(now);
@@ -218,6 +232,7 @@ impl Worker {
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
         let mut freed = self.pool.sweep(now, self.poll.registry());
+        self.h2.sweep(now);
         freed += self.client_bufs.trim();
         freed += self.heads.trim();
         // Sessions free their own heads' field lists when they close.
@@ -229,6 +244,29 @@ impl Worker {
         }
         if freed > 0 || peak_passed {
             release_free_memory();
+        }
+    }
+
+    /// Runs what h2 woke: connections to poll, sessions to drive. Bounded,
+    /// so a task that keeps waking itself cannot starve the sockets; what
+    /// is left runs next turn, after a poll that does not sleep.
+    fn run_woken(&mut self, now: Instant) {
+        for _ in 0..4096 {
+            match self.wake.pop() {
+                None => return,
+                Some(Task::Conn { key, serial }) => {
+                    self.h2.drive(crate::http2::ConnId { key, serial })
+                }
+                Some(Task::Session { key, generation }) => {
+                    let live = self
+                        .sessions
+                        .get(key)
+                        .is_some_and(|s| s.timer_key().generation == generation);
+                    if live {
+                        self.drive(key, now);
+                    }
+                }
+            }
         }
     }
 
@@ -436,6 +474,8 @@ impl Worker {
             now,
             registry: self.poll.registry(),
             pool: &mut self.pool,
+            h2: &mut self.h2,
+            wake: &self.wake,
             bufs: &mut self.client_bufs,
             heads: &mut self.heads,
             balancer: &mut self.balancer,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use load_balancer::origin::Origin;
 
+pub mod h2;
 pub mod tls;
 
 /// Read/write timeout of [`Client`] and of the raw helpers.

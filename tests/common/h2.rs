@@ -1,0 +1,274 @@
+//! An HTTP/2 test origin over TLS: a tokio runtime on its own thread, with
+//! tokio-rustls and h2's server side (dev-dependencies only). ALPN `h2`
+//! gets HTTP/2; `http/1.1` (health probes, tunnels) gets a one-request
+//! HTTP/1.1 answer. It records connections, streams and what each request
+//! looked like. Test-only.
+//!
+//! Paths: `/bytes/N` N bytes without content-length; `/echo` the request
+//! body back with its length; `/trailers` a body then trailers;
+//! `/refuse-once` RST_STREAM(REFUSED_STREAM) the first time; `/reset`
+//! RST_STREAM(INTERNAL_ERROR) always; `/status/N` an empty N answer;
+//! `/goaway` answers, then the connection sends GOAWAY and closes once its
+//! streams are done; `/slow-head` answers after 300 ms; anything else a line
+//! naming method, path, authority and body length. Over HTTP/1.1 a
+//! WebSocket upgrade is answered 101 and echoed, anything else 200.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use http::{HeaderMap, Request, Response};
+use rustls::ServerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::tls::Leaf;
+
+#[derive(Default)]
+pub struct H2Seen {
+    /// TLS connections that chose h2.
+    pub h2_connections: AtomicUsize,
+    /// TLS connections that chose HTTP/1.1 (probes, tunnels).
+    pub http1_connections: AtomicUsize,
+    /// WebSocket upgrades received over HTTP/1.1.
+    pub tunnels: AtomicUsize,
+    pub streams: AtomicUsize,
+    /// Most streams open at once on one connection.
+    pub max_concurrent: AtomicUsize,
+    refused: AtomicBool,
+    /// `METHOD path authority` of each stream, in order.
+    pub requests: Mutex<Vec<String>>,
+    /// Each request's header fields, lowercase names.
+    pub headers: Mutex<Vec<HeaderMap>>,
+}
+
+pub struct H2Origin {
+    addr: SocketAddr,
+    pub seen: Arc<H2Seen>,
+}
+
+impl H2Origin {
+    /// Serves on 127.0.0.1 with `leaf`; `max_streams` is its
+    /// SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub fn start(leaf: Leaf, max_streams: u32) -> H2Origin {
+        let mut config = ServerConfig::builder_with_provider(Arc::new(
+            #[allow(deprecated)]
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain, leaf.key)
+        .expect("server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let seen = Arc::new(H2Seen::default());
+        let shared = Arc::clone(&seen);
+        thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("listener");
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, seen) = (acceptor.clone(), Arc::clone(&shared));
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        if h2 {
+                            seen.h2_connections.fetch_add(1, Ordering::SeqCst);
+                            serve_h2(tls, seen, max_streams).await;
+                        } else {
+                            seen.http1_connections.fetch_add(1, Ordering::SeqCst);
+                            serve_http1(tls, &seen).await;
+                        }
+                    });
+                }
+            });
+        });
+        H2Origin { addr, seen }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn h2_connections(&self) -> usize {
+        self.seen.h2_connections.load(Ordering::SeqCst)
+    }
+
+    pub fn streams(&self) -> usize {
+        self.seen.streams.load(Ordering::SeqCst)
+    }
+
+    pub fn max_concurrent(&self) -> usize {
+        self.seen.max_concurrent.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.seen.requests.lock().expect("lock").clone()
+    }
+
+    pub fn headers(&self) -> Vec<HeaderMap> {
+        self.seen.headers.lock().expect("lock").clone()
+    }
+}
+
+async fn serve_h2<T>(io: T, seen: Arc<H2Seen>, max_streams: u32)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(mut conn) = h2::server::Builder::new()
+        .max_concurrent_streams(max_streams)
+        .handshake::<_, Bytes>(io)
+        .await
+    else {
+        return;
+    };
+    let open = Arc::new(AtomicUsize::new(0));
+    while let Some(Ok((request, respond))) = conn.accept().await {
+        if request.uri().path() == "/goaway" {
+            conn.graceful_shutdown();
+        }
+        seen.streams.fetch_add(1, Ordering::SeqCst);
+        let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.max_concurrent.fetch_max(now_open, Ordering::SeqCst);
+        let (seen, open) = (Arc::clone(&seen), Arc::clone(&open));
+        tokio::spawn(async move {
+            answer(request, respond, &seen).await;
+            open.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn answer(request: Request<h2::RecvStream>, mut respond: SendResponse<Bytes>, seen: &H2Seen) {
+    let (parts, mut body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let authority = parts.uri.authority().map_or("", |a| a.as_str()).to_string();
+    seen.requests
+        .lock()
+        .expect("lock")
+        .push(format!("{} {path} {authority}", parts.method));
+    seen.headers
+        .lock()
+        .expect("lock")
+        .push(parts.headers.clone());
+    if path == "/refuse-once" && !seen.refused.swap(true, Ordering::SeqCst) {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
+    if path == "/reset" {
+        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        return;
+    }
+    if path == "/slow-head" {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // The whole request body, releasing window as it is read.
+    let mut received = Vec::new();
+    while let Some(Ok(data)) = body.data().await {
+        let _ = body.flow_control().release_capacity(data.len());
+        received.extend_from_slice(&data);
+    }
+    if let Some(n) = path
+        .strip_prefix("/status/")
+        .and_then(|n| n.parse::<u16>().ok())
+    {
+        let head = Response::builder().status(n).body(()).expect("response");
+        let _ = respond.send_response(head, true);
+        return;
+    }
+    let (length, text, trailers): (Option<usize>, Vec<u8>, bool) = match path.as_str() {
+        p if p.starts_with("/bytes/") => {
+            let n: usize = p["/bytes/".len()..].parse().unwrap_or(0);
+            (None, (0..n).map(|i| b'a' + (i % 26) as u8).collect(), false)
+        }
+        "/echo" => (Some(received.len()), received.clone(), false),
+        "/trailers" => (None, b"with trailers\n".to_vec(), true),
+        _ => {
+            let line = format!(
+                "h2 {} {path} authority={authority} body={}\n",
+                parts.method,
+                received.len()
+            );
+            (Some(line.len()), line.into_bytes(), false)
+        }
+    };
+    let mut head = Response::builder().status(200).header("x-origin", "h2");
+    if let Some(n) = length {
+        head = head.header("content-length", n);
+    }
+    let head_only = parts.method == http::Method::HEAD;
+    let Ok(mut send) = respond.send_response(head.body(()).expect("response"), head_only) else {
+        return;
+    };
+    if head_only {
+        return;
+    }
+    // In pieces, honouring the client's flow control.
+    let mut rest = Bytes::from(text);
+    while !rest.is_empty() {
+        send.reserve_capacity(rest.len().min(64 * 1024));
+        let Some(Ok(room)) = std::future::poll_fn(|cx| send.poll_capacity(cx)).await else {
+            return;
+        };
+        let piece = rest.split_to(room.min(rest.len()));
+        if send.send_data(piece, false).is_err() {
+            return;
+        }
+    }
+    if trailers {
+        let mut fields = HeaderMap::new();
+        fields.insert("x-checksum", "abc123".parse().expect("value"));
+        let _ = send.send_trailers(fields);
+    } else {
+        let _ = send.send_data(Bytes::new(), true);
+    }
+}
+
+/// One HTTP/1.1 request: a WebSocket upgrade is answered 101 and what
+/// follows echoed; anything else (a health probe) 200 and close.
+async fn serve_http1<T>(mut io: T, seen: &H2Seen)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match io.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if text.contains("upgrade: websocket") {
+        seen.tunnels.fetch_add(1, Ordering::SeqCst);
+        let _ = io
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            if io.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+        return;
+    }
+    let _ = io
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhttp1\n")
+        .await;
+    let _ = io.shutdown().await;
+}

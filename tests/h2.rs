@@ -1,0 +1,330 @@
+//! HTTP/2 backends (SPEC §7): a TLS backend that picks `h2` by ALPN gets
+//! the client's HTTP/1.1 requests as streams of one shared connection, with
+//! bodies both ways, trailers, HEAD/204, interim and error translation,
+//! and a refused stream re-sent. The origin is h2's own server
+//! (tests/common/h2.rs).
+
+mod common;
+
+use std::thread;
+use std::time::Duration;
+
+use common::h2::H2Origin;
+use common::tls::Ca;
+use common::{Client, Lb, wait_until};
+
+/// A balancer in front of `origin` as `https://localhost:PORT`.
+fn balancer(ca: &Ca, origin: &H2Origin, extra: &[&str]) -> Lb {
+    let pem = ca.pem_file();
+    let backend = format!("https://localhost:{}", origin.port());
+    let mut args = vec!["-b", &backend, "--ca-file", pem.to_str().expect("utf8")];
+    args.extend_from_slice(extra);
+    Lb::start(&args)
+}
+
+fn origin(ca: &Ca, max_streams: u32) -> H2Origin {
+    H2Origin::start(ca.leaf(&["localhost"], false), max_streams)
+}
+
+#[test]
+fn requests_to_an_h2_backend_share_one_connection_as_streams() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    for i in 0..20 {
+        let mut client = Client::connect(lb.port());
+        let r = client.request("GET", &format!("/item/{i}?q=1"), &[], b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body_str(),
+            format!(
+                "h2 GET /item/{i} authority=localhost:{} body=0\n",
+                origin.port()
+            )
+        );
+        assert_eq!(r.header("x-origin"), Some("h2"));
+        assert!(
+            r.header("via")
+                .is_some_and(|v| v.ends_with("2 load_balancer"))
+        );
+    }
+    assert_eq!(origin.streams(), 20);
+    assert_eq!(origin.h2_connections(), 1, "{:?}", origin.requests());
+    // Hop-by-hop fields stay behind; forwarding fields go up.
+    let fields = origin.headers().pop().expect("a request");
+    assert!(fields.get("connection").is_none());
+    assert!(fields.get("host").is_none());
+    assert_eq!(
+        fields.get("x-forwarded-for").map(|v| v.to_str().unwrap()),
+        Some("127.0.0.1")
+    );
+}
+
+#[test]
+fn concurrent_clients_are_multiplexed_within_the_backends_stream_limit() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 4);
+    let lb = balancer(&ca, &origin, &["-l", "debug"]);
+    // One request first, so the connection exists and is known to be h2.
+    assert_eq!(
+        Client::connect(lb.port())
+            .request("GET", "/", &[], b"")
+            .status,
+        200
+    );
+    let port = lb.port();
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut client = Client::connect(port);
+                (0..5)
+                    .map(|j| {
+                        client
+                            .try_request("GET", &format!("/slow-head/{i}/{j}"), &[], b"")
+                            .map_or(0, |r| r.status)
+                    })
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    for c in clients {
+        let statuses = c.join().expect("client");
+        assert!(
+            statuses.iter().all(|&s| s == 200),
+            "{statuses:?} {:#?}",
+            lb.stderr_lines()
+        );
+    }
+    assert_eq!(origin.streams(), 81);
+    assert!(origin.max_concurrent() <= 4, "{}", origin.max_concurrent());
+    assert!(origin.max_concurrent() >= 2, "streams were not multiplexed");
+    assert!(
+        origin.h2_connections() <= 4 + 1,
+        "{}",
+        origin.h2_connections()
+    );
+}
+
+#[test]
+fn bodies_cross_whole_both_ways_with_flow_control() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    let mut client = Client::connect(lb.port());
+    // 3 MiB request body with a length: far past every h2 window.
+    let body: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    let r = client.request("POST", "/echo", &[], &body);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("3145728"));
+    assert!(r.body == body, "echoed body differs");
+    // Chunked request body: sent as DATA, length known only at the end.
+    let chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let r = client.request(
+        "POST",
+        "/other",
+        &[("Transfer-Encoding", "chunked")],
+        chunked,
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body_str().ends_with("body=11\n"), "{}", r.body_str());
+    // 5 MiB response without a length: chunked to the client.
+    let r = client.request("GET", "/bytes/5242880", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.body.len(), 5 << 20);
+    assert!(
+        r.body
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == b'a' + (i % 26) as u8)
+    );
+}
+
+#[test]
+fn trailers_head_and_bodiless_statuses_translate() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    let mut client = Client::connect(lb.port());
+    let r = client.request("GET", "/trailers", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body_str(), "with trailers\n");
+    assert_eq!(r.trailer("x-checksum"), Some("abc123"));
+    let r = client.request("HEAD", "/anything", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    for status in [204, 304, 404, 503] {
+        let r = client.request("GET", &format!("/status/{status}"), &[], b"");
+        assert_eq!(r.status, status);
+        assert!(r.body.is_empty());
+    }
+    // The connection survived all of it.
+    let r = client.request("GET", "/last", &[], b"");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn an_http10_client_gets_a_body_ended_by_close() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    let answer = common::raw_exchange(
+        lb.port(),
+        b"GET /bytes/100 HTTP/1.0\r\nHost: localhost\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("transfer-encoding"),
+        "{text}"
+    );
+    assert!(text.contains("Connection: close"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).expect("body");
+    assert_eq!(body.len(), 100);
+}
+
+#[test]
+fn a_refused_stream_is_sent_again_and_a_reset_one_is_a_502() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    let mut client = Client::connect(lb.port());
+    // A POST too: REFUSED_STREAM means the backend did not process it.
+    let r = client.request("POST", "/refuse-once", &[], b"payload");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert!(r.body_str().contains("body=7"), "{}", r.body_str());
+    let seen = origin.requests();
+    assert_eq!(
+        seen.iter().filter(|r| r.contains("/refuse-once")).count(),
+        2,
+        "{seen:?}"
+    );
+    let mut client = Client::connect(lb.port());
+    let r = client.request("POST", "/reset", &[], b"x");
+    assert_eq!(r.status, 502);
+    assert!(
+        lb.wait_for_log("backend reset the HTTP/2 stream", Duration::from_secs(5)),
+        "{:?}",
+        lb.stderr_lines()
+    );
+    // The connection itself is fine for the next request.
+    let r = Client::connect(lb.port()).request("GET", "/after", &[], b"");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn trace_shows_h2_requests_as_pseudo_headers_and_tls_trace_shows_alpn_h2() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &["--trace", "--tls-trace"]);
+    let r = Client::connect(lb.port()).request("GET", "/traced?x=1", &[], b"");
+    assert_eq!(r.status, 200);
+    for needle in [
+        ":method: GET",
+        ":path: /traced?x=1",
+        ":scheme: https",
+        "ALPN h2",
+    ] {
+        assert!(
+            lb.wait_for_log(needle, Duration::from_secs(5)),
+            "{needle}: {:?}",
+            lb.stderr_lines()
+        );
+    }
+    assert!(
+        lb.wait_for_log(
+            &format!(":authority: localhost:{}", origin.port()),
+            Duration::from_secs(5)
+        ),
+        "{:?}",
+        lb.stderr_lines()
+    );
+}
+
+#[test]
+fn health_probes_of_an_h2_backend_speak_http1_and_keep_it_up() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &["--health-interval-ms", "100"]);
+    assert!(wait_until(Duration::from_secs(5), || {
+        origin
+            .seen
+            .http1_connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 3
+    }));
+    let r = Client::connect(lb.port()).request("GET", "/", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(
+        !lb.stderr_lines().iter().any(|l| l.contains("down")),
+        "{:?}",
+        lb.stderr_lines()
+    );
+}
+
+#[test]
+fn a_connection_that_sent_goaway_gets_no_new_stream() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    let mut client = Client::connect(lb.port());
+    assert_eq!(client.request("GET", "/goaway", &[], b"").status, 200);
+    for i in 0..5 {
+        let r = client.request("GET", &format!("/after/{i}"), &[], b"");
+        assert_eq!(r.status, 200, "{}", r.body_str());
+    }
+    assert_eq!(origin.h2_connections(), 2, "{:?}", origin.requests());
+}
+
+#[test]
+fn a_response_head_later_than_the_response_timeout_is_a_504() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &["--response-timeout-ms", "100"]);
+    let mut client = Client::connect(lb.port());
+    assert_eq!(client.request("GET", "/slow-head", &[], b"").status, 504);
+    // The stream was cancelled; the shared connection still serves.
+    let r = Client::connect(lb.port()).request("GET", "/next", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.h2_connections(), 1);
+}
+
+#[test]
+fn a_websocket_upgrade_to_an_h2_backend_goes_over_its_own_http1_connection() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    // The backend is known to speak h2 first.
+    assert_eq!(
+        Client::connect(lb.port())
+            .request("GET", "/", &[], b"")
+            .status,
+        200
+    );
+    let mut client = Client::connect(lb.port());
+    let r = client.request(
+        "GET",
+        "/ws",
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Key", common::WS_KEY),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 101);
+    client.send_raw(b"ping through the tunnel");
+    let mut echoed = [0u8; 23];
+    std::io::Read::read_exact(&mut client.stream(), &mut echoed).expect("echo");
+    assert_eq!(&echoed, b"ping through the tunnel");
+    assert_eq!(
+        origin
+            .seen
+            .tunnels
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(origin.h2_connections(), 1);
+}
