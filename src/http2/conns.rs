@@ -158,8 +158,10 @@ impl H2Conns {
     }
 
     /// Whether `backend` has any h2 connection (it chose h2 before).
+    #[inline]
     pub fn speaks_h2(&self, backend: BackendId) -> bool {
-        self.conns.iter().any(|(_, c)| c.backend == backend)
+        // The plain path's whole cost: one length check.
+        !self.conns.is_empty() && self.conns.iter().any(|(_, c)| c.backend == backend)
     }
 
     /// A connection to `backend` for a new stream, or `None`: then the
@@ -265,6 +267,11 @@ impl H2Conns {
         self.conns.retain(|_, c| {
             c.streams > 0 || (!c.closed && now.duration_since(c.idle_since) < idle_timeout)
         });
+    }
+
+    /// The queue that h2 wakers of this worker feed.
+    pub fn wake_queue(&self) -> &Arc<WakeQueue> {
+        &self.queue
     }
 
     pub fn len(&self) -> usize {

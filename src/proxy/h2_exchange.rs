@@ -58,12 +58,15 @@ impl Session {
     fn h2_waker(&mut self, cx: &Ctx<'_>) -> Waker {
         let (key, generation) = (self.key, self.generation);
         self.h2_waker
-            .get_or_insert_with(|| WakeQueue::waker(cx.wake, Task::Session { key, generation }))
+            .get_or_insert_with(|| {
+                WakeQueue::waker(cx.h2.wake_queue(), Task::Session { key, generation })
+            })
             .clone()
     }
 
     /// An h2 connection to `id` that takes a stream now, if the backend
     /// speaks h2 and one is ready.
+    #[inline(never)]
     pub(super) fn h2_ready(&mut self, cx: &mut Ctx<'_>, id: BackendId) -> Option<ConnId> {
         if self.req.upgrade.is_some() || !cx.h2.speaks_h2(id) {
             return None;

@@ -14,7 +14,6 @@ mod tunnel;
 
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use crate::config::{Config, Strategy};
 use crate::error::ProxyError;
 use crate::health::Health;
 use crate::http1::{BodyFramer, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
-use crate::http2::{H2Conns, WakeQueue};
+use crate::http2::H2Conns;
 use crate::metrics::Metrics;
 use crate::net::{Read, read_edge, write_edge};
 use crate::pool::Pool;
@@ -58,8 +57,6 @@ pub struct Ctx<'a> {
     pub pool: &'a mut Pool,
     /// Shared HTTP/2 connections to backends that chose h2.
     pub h2: &'a mut H2Conns,
-    /// Where h2 wakers queue sessions for the loop.
-    pub wake: &'a Arc<WakeQueue>,
     /// Storage for client read buffers (`CLIENT_BUF` each).
     pub bufs: &'a mut BufPool,
     /// Storage for the heads sessions write (`HEAD_BUF` each).
@@ -561,7 +558,10 @@ impl Session {
             self.write_upstream_head(cx, id);
             cx.balancer.on_start(id);
             self.backend = Some(id);
-            if let Some(conn) = self.h2_ready(cx, id) {
+            // Nothing h2 is touched while no backend spoke it.
+            if !cx.h2.is_empty()
+                && let Some(conn) = self.h2_ready(cx, id)
+            {
                 return self.start_h2(cx, conn);
             }
             if cx.config.trace {

@@ -250,7 +250,14 @@ impl Worker {
     /// Runs what h2 woke: connections to poll, sessions to drive. Bounded,
     /// so a task that keeps waking itself cannot starve the sockets; what
     /// is left runs next turn, after a poll that does not sleep.
+    #[inline]
     fn run_woken(&mut self, now: Instant) {
+        if !self.wake.is_empty() {
+            self.run_woken_now(now);
+        }
+    }
+
+    fn run_woken_now(&mut self, now: Instant) {
         for _ in 0..4096 {
             match self.wake.pop() {
                 None => return,
@@ -475,7 +482,6 @@ impl Worker {
             registry: self.poll.registry(),
             pool: &mut self.pool,
             h2: &mut self.h2,
-            wake: &self.wake,
             bufs: &mut self.client_bufs,
             heads: &mut self.heads,
             balancer: &mut self.balancer,

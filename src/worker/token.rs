@@ -1,8 +1,8 @@
 //! The `mio::Token` layout of a worker: which slab a readiness event is for.
 //!
 //! Client sessions take even tokens and backend connections odd ones, so a
-//! token decodes to its table without a lookup; HTTP/2 connections have the
-//! second-highest bit set; the top values are fixed sources (listener,
+//! token decodes to its table without a lookup; HTTP/2 connections are odd
+//! with the second-highest bit set; the top values are fixed sources (listener,
 //! waker).
 
 use mio::Token;
@@ -35,8 +35,9 @@ pub fn upstream(key: usize) -> Token {
     Token(key * 2 + 1)
 }
 
+/// Odd like a backend connection's, so client events decode as before.
 pub fn h2(key: usize) -> Token {
-    Token(key | H2_BIT)
+    Token((key * 2 + 1) | H2_BIT)
 }
 
 pub fn decode(token: Token) -> Slot {
@@ -45,8 +46,8 @@ pub fn decode(token: Token) -> Slot {
         WAKER => Slot::Waker,
         METRICS_LISTENER => Slot::MetricsListener,
         SIGNALS => Slot::Signals,
-        Token(t) if t & H2_BIT != 0 => Slot::H2(t & !H2_BIT),
         Token(t) if t % 2 == 0 => Slot::Session(t / 2),
+        Token(t) if t & H2_BIT != 0 => Slot::H2((t & !H2_BIT) / 2),
         Token(t) => Slot::Upstream(t / 2),
     }
 }
