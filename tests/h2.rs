@@ -52,6 +52,7 @@ fn requests_to_an_h2_backend_share_one_connection_as_streams() {
     assert_eq!(origin.h2_connections(), 1, "{:?}", origin.requests());
     // Hop-by-hop fields stay behind; forwarding fields go up.
     let fields = origin.headers().pop().expect("a request");
+    assert!(fields.get("te").is_none());
     assert!(fields.get("connection").is_none());
     assert!(fields.get("host").is_none());
     assert_eq!(
@@ -146,10 +147,13 @@ fn trailers_head_and_bodiless_statuses_translate() {
     let origin = origin(&ca, 100);
     let lb = balancer(&ca, &origin, &[]);
     let mut client = Client::connect(lb.port());
-    let r = client.request("GET", "/trailers", &[], b"");
+    // `TE: trailers` is the one TE HTTP/2 carries (gRPC needs it).
+    let r = client.request("GET", "/trailers", &[("TE", "gzip, trailers")], b"");
     assert_eq!(r.status, 200);
     assert_eq!(r.body_str(), "with trailers\n");
     assert_eq!(r.trailer("x-checksum"), Some("abc123"));
+    let te = origin.headers().pop().expect("a request");
+    assert_eq!(te.get("te").map(|v| v.to_str().unwrap()), Some("trailers"));
     let r = client.request("HEAD", "/anything", &[], b"");
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());

@@ -111,6 +111,17 @@ impl RequestHead {
         self.method == Some(Method::Head)
     }
 
+    /// The client's `TE` lists `trailers` (HTTP/2 carries that one TE
+    /// value, RFC 9113 §8.2.2; HTTP/1.1 forwarding drops TE as hop-by-hop).
+    pub fn accepts_trailers(&self, buf: &[u8]) -> bool {
+        let mut values = Vec::new();
+        self.fields.append_values(buf, Kind::Te, &mut values);
+        values
+            .split(|&b| b == b',')
+            .filter_map(|t| t.split(|&b| b == b';').next())
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    }
+
     /// The general tokenizer, for heads `scan::request` leaves alone:
     /// httparse accepts what RFC 9112 allows (bare LF line ends, empty
     /// lines before the request line, a UTF-8 target) and names what is

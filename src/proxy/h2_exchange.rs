@@ -94,10 +94,15 @@ impl Session {
 
     /// Opens the stream for the request whose head is in `uphead`.
     pub(super) fn start_h2(&mut self, cx: &mut Ctx<'_>, conn: ConnId) -> Step {
-        let request = match translate::request(&self.uphead) {
+        let mut request = match translate::request(&self.uphead) {
             Ok(request) => request,
             Err(why) => return self.answer_error(cx, ProxyError::BadRequest(why)),
         };
+        if self.hold_head > 0 && self.req.accepts_trailers(self.inbuf.data()) {
+            request
+                .headers_mut()
+                .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        }
         if cx.config.trace
             && let Some(id) = self.backend
         {
