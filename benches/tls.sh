@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# TLS and HTTP/2 backends beside the peers (issue 12): our binary, nginx
+# (`proxy_pass https://`, upstream keep-alive, session reuse) and HAProxy
+# (`ssl`, and `ssl alpn h2` for HTTP/2) in front of one nginx origin that
+# serves a small answer over TLS with HTTP/1.1 (port 9444) and with h2
+# (port 9443). Certificates are not verified by any proxy here (-k, nginx's
+# default, `verify none`): with keep-alive connections the handshake is not
+# what is measured.
+#
+#   apt-get install -y wrk nginx haproxy openssl    # once
+#   benches/tls.sh                                  # 3 rounds, 8 s each, c50
+#   REPS=5 DUR=10 CONNS=200 WORKERS=2 benches/tls.sh
+#
+# Prints, per target, the median req/s, p99 and CPU µs per request of the
+# proxy's whole process tree (rounds rotate the order, so drift on a shared
+# machine hits every target alike).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dur=${DUR:-8}; conns=${CONNS:-50}; reps=${REPS:-3}; workers=${WORKERS:-1}
+body=${BODY:-small}
+for tool in wrk nginx haproxy openssl; do
+    command -v "$tool" >/dev/null || { echo "tls.sh: $tool is not installed" >&2; exit 1; }
+done
+cargo build --release --bin load_balancer
+lb=$PWD/target/release/load_balancer
+tmp=$(mktemp -d /tmp/lbtls.XXXX)
+chmod 755 "$tmp"  # the origin nginx workers (www-data) read the body here
+cleanup() {
+    [[ -f $tmp/origin.pid ]] && kill "$(cat "$tmp/origin.pid")" 2>/dev/null
+    [[ -n ${pid:-} ]] && kill -TERM -- -"$pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" \
+    -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
+case $body in
+    small) head -c 6 /dev/zero | tr '\0' 'a' > "$tmp/body" ;;
+    16k) head -c 16384 /dev/zero | tr '\0' 'a' > "$tmp/body" ;;
+    *) echo "BODY is small or 16k" >&2; exit 1 ;;
+esac
+
+cat > "$tmp/origin.conf" <<CONF
+worker_processes 1;
+pid $tmp/origin.pid;
+error_log $tmp/origin.err;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    ssl_certificate $tmp/cert.pem;
+    ssl_certificate_key $tmp/key.pem;
+    server { listen 127.0.0.1:9443 ssl http2; root $tmp; location / { try_files /body =404; } }
+    server { listen 127.0.0.1:9444 ssl; root $tmp; location / { try_files /body =404; } }
+}
+CONF
+nginx -c "$tmp/origin.conf"
+
+nginx_conf() {
+    cat > "$tmp/nginx.conf" <<CONF
+worker_processes $workers;
+daemon off;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx.err;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    upstream up { server 127.0.0.1:9444; keepalive 64; }
+    server {
+        listen 127.0.0.1:8080;
+        location / {
+            proxy_pass https://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_session_reuse on;
+        }
+    }
+}
+CONF
+    echo "nginx -c $tmp/nginx.conf"
+}
+
+haproxy_conf() { # $1: server options
+    cat > "$tmp/haproxy-$2.cfg" <<CONF
+global
+    nbthread $workers
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend f
+    bind 127.0.0.1:8080
+    default_backend b
+backend b
+    server s1 $1
+CONF
+    echo "haproxy -f $tmp/haproxy-$2.cfg"
+}
+
+declare -A cmd
+cmd[ours-tls]="$lb -H 127.0.0.1 -p 8080 -w $workers -l err -k -b https://localhost:9444"
+cmd[ours-h2]="$lb -H 127.0.0.1 -p 8080 -w $workers -l err -k -b https://localhost:9443"
+cmd[nginx-tls]=$(nginx_conf)
+cmd[haproxy-tls]=$(haproxy_conf "127.0.0.1:9444 ssl verify none alpn http/1.1" tls)
+cmd[haproxy-h2]=$(haproxy_conf "127.0.0.1:9443 ssl verify none alpn h2" h2)
+targets=(ours-tls nginx-tls haproxy-tls ours-h2 haproxy-h2)
+
+# CPU ticks of every process in process group $1.
+ticks() {
+    local sum=0 f
+    for f in /proc/[0-9]*/stat; do
+        { read -r -a st < "$f"; } 2>/dev/null || continue
+        # Fields after the ')' of comm: state=0 ppid=1 pgrp=2 ... utime=11 stime=12
+        local rest=${st[*]}; rest=${rest##*) }; read -r -a x <<< "$rest"
+        [[ ${x[2]} == "$1" ]] && sum=$((sum + x[11] + x[12]))
+    done
+    echo $sum
+}
+
+declare -A results
+hz=$(getconf CLK_TCK)
+for ((round = 0; round < reps; round++)); do
+    n=${#targets[@]}
+    for ((i = 0; i < n; i++)); do
+        t=${targets[$(((i + round) % n))]}
+        setsid bash -c "exec ${cmd[$t]}" >"$tmp/$t.log" 2>&1 &
+        pid=$!
+        for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
+        wrk -c "$conns" -t 1 -d 2s http://127.0.0.1:8080/ >/dev/null
+        before=$(ticks "$pid")
+        out=$(wrk -c "$conns" -t 1 -d "${dur}s" --latency http://127.0.0.1:8080/)
+        after=$(ticks "$pid")
+        kill -TERM -- -"$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+        reqs=$(awk '/requests in/{print $1}' <<< "$out")
+        errs=$(awk '/Non-2xx|Socket errors/{print}' <<< "$out" | tr '\n' ' ')
+        # In ms, whatever unit wrk chose.
+        p99=$(awk '$1=="99%"{v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+            printf "%.2f", v * (u=="us" ? 0.001 : u=="s" ? 1000 : 1)}' <<< "$out")
+        us=$(awk -v d=$((after - before)) -v r="$reqs" -v hz="$hz" 'BEGIN{printf "%.1f", d * 1e6 / hz / r}')
+        rps=$(awk -v r="$reqs" -v s="$dur" 'BEGIN{printf "%.0f", r / s}')
+        echo "round $round $t: $rps req/s, p99 $p99 ms, $us µs CPU/request $errs"
+        results[$t]+="$rps $p99 $us;"
+        # Let the origin's TIME_WAIT and the kernel settle between targets.
+        sleep 1
+    done
+done
+echo
+echo "| target | req/s | p99 | CPU µs/request |"
+echo "|---|---|---|---|"
+median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+for t in "${targets[@]}"; do
+    rows=$(tr ';' '\n' <<< "${results[$t]}" | awk NF)
+    echo "| $t | $(awk '{print $1}' <<< "$rows" | median) | $(awk '{print $2}' <<< "$rows" | median) ms | $(awk '{print $3}' <<< "$rows" | median) |"
+done
