@@ -7,7 +7,7 @@
 mod common;
 
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::h2::H2Origin;
 use common::tls::Ca;
@@ -331,4 +331,35 @@ fn a_websocket_upgrade_to_an_h2_backend_goes_over_its_own_http1_connection() {
         1
     );
     assert_eq!(origin.h2_connections(), 1);
+}
+
+#[test]
+fn a_client_that_stops_reading_holds_one_stream_window_not_the_body() {
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    assert_eq!(
+        Client::connect(lb.port())
+            .request("GET", "/bytes/1000000", &[], b"")
+            .status,
+        200
+    );
+    let baseline = lb.rss_kb();
+    // 64 MiB asked for, then nothing read: only what the windows let the
+    // backend send may pile up (the socket buffers, a 256 KiB stream window).
+    let mut client = Client::connect(lb.port());
+    client
+        .send_request("GET", "/bytes/67108864", &[], b"")
+        .expect("send");
+    let mut peak = baseline;
+    let stalled = Instant::now();
+    while stalled.elapsed() < Duration::from_millis(1500) {
+        peak = peak.max(lb.rss_kb());
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("RSS baseline {baseline} kB, peak while stalled {peak} kB");
+    assert!(peak < baseline + 16 * 1024, "{baseline} -> {peak} kB");
+    // Reading on gets the whole body.
+    let r = client.read_response(false);
+    assert_eq!(r.body.len(), 64 << 20);
 }
