@@ -43,30 +43,37 @@ impl AsyncRead for TlsIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let mut socket_eof = false;
         loop {
-            match this.tls.reader().read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    // 0 is close_notify: the end of the stream.
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
+            let state = match this.tls.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    // Tell the backend why (the alert rustls queued).
+                    let _ = this.flush_records();
+                    return Poll::Ready(Err(io::Error::other(e)));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // Closed without close_notify: an end all the same; h2
-                // tells a cut frame from a clean end.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Poll::Ready(Ok(())),
-                Err(e) => return Poll::Ready(Err(e)),
+            };
+            let ready = state.plaintext_bytes_to_read().min(buf.remaining());
+            if ready > 0 {
+                // Only what rustls holds is initialised: h2 hands over its
+                // whole spare capacity, and zeroing it each read cost more
+                // than the read.
+                let n = this.tls.reader().read(buf.initialize_unfilled_to(ready))?;
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            // The end of the stream, with close_notify or without (h2 tells
+            // a cut frame from a clean end): nothing filled.
+            if state.peer_has_closed() || socket_eof {
+                return Poll::Ready(Ok(()));
             }
             match this.tls.read_tls(&mut RawSocket(&this.stream)) {
+                Ok(0) => socket_eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
-            if let Err(e) = this.tls.process_new_packets() {
-                let _ = this.flush_records();
-                return Poll::Ready(Err(io::Error::other(e)));
-            }
-            // A key update or alert to answer goes out with the next flush.
         }
     }
 }
