@@ -149,25 +149,28 @@ pub struct Pool {
     max_idle: usize,
     default_idle: Duration,
     bufs: BufPool,
-    /// Client configuration for TLS backends, shared by their connections.
-    tls: Option<Arc<ClientConfig>>,
+    /// Per backend: its TLS client configuration (shared by backends with
+    /// the same options), `None` for a plain backend.
+    tls: Vec<Option<Arc<ClientConfig>>>,
     /// Per backend: the TLS server name, `None` for a plain backend.
     names: Vec<Option<ServerName<'static>>>,
 }
 
 impl Pool {
-    /// `tls` must be given when any backend speaks TLS.
+    /// `tls[i]` is backend i's configuration (`tls::backend_configs`); every
+    /// TLS backend needs one.
     pub fn new(
         backends: &[Backend],
         max_idle: usize,
         default_idle: Duration,
-        tls: Option<Arc<ClientConfig>>,
+        tls: Vec<Option<Arc<ClientConfig>>>,
     ) -> Result<Pool, String> {
         let names = backends
             .iter()
-            .map(|b| b.tls.then(|| tls::server_name(&b.host)).transpose())
+            .map(|b| b.tls.then(|| tls::server_name(b.tls_name())).transpose())
             .collect::<Result<Vec<_>, _>>()?;
-        if tls.is_none() && names.iter().any(Option::is_some) {
+        let configured = |i: usize| tls.get(i).is_some_and(Option::is_some);
+        if (0..names.len()).any(|i| names[i].is_some() && !configured(i)) {
             return Err("a TLS backend needs a TLS client configuration".into());
         }
         Ok(Pool {
@@ -235,7 +238,7 @@ impl Pool {
         owner: usize,
         registry: &Registry,
     ) -> io::Result<usize> {
-        let tls = match (&self.names[backend.0], &self.tls) {
+        let tls = match (&self.names[backend.0], &self.tls[backend.0]) {
             (Some(name), Some(config)) => Some(Box::new(tls::connection(config, name)?)),
             _ => None,
         };
