@@ -52,7 +52,11 @@ const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
 
 /// Reads a certificate; `None` if it is not DER of the X.509 shape.
 pub fn parse(der: &[u8]) -> Option<CertInfo> {
-    let cert = Der(der).expect(SEQUENCE)?;
+    let mut whole = Der(der);
+    let cert = whole.expect(SEQUENCE)?;
+    if !whole.is_empty() {
+        return None; // a certificate is one element, nothing after it
+    }
     let mut tbs = Der(Der(cert).expect(SEQUENCE)?);
     tbs.optional(VERSION);
     tbs.expect(INTEGER)?;
@@ -590,6 +594,9 @@ mod tests {
                 let _ = parse(&bad).map(|c| c.describe(0));
             }
         }
+        let mut trailing = der.clone();
+        trailing.push(0);
+        assert_eq!(parse(&trailing), None, "bytes after the certificate");
         // Indefinite length (BER) and a 5-byte length are refused.
         assert_eq!(parse(&[0x30, 0x80, 0, 0]), None);
         assert_eq!(parse(&[0x30, 0x85, 0, 0, 0, 0, 1, 0]), None);
