@@ -33,7 +33,7 @@ use crate::x509;
 /// A client configuration TLS backend connections of a worker share; its
 /// session cache (rustls' default, 256 entries) is what resumes
 /// handshakes, so it is per worker as SPEC §7 asks. `own` is a backend's
-/// config-file options: its `ca_file` replaces webpki-roots and `ca_file`
+/// config-file options: its `ca_file` replaces webpki-roots and `--ca-file`
 /// (HAProxy's `ca-file` semantics), its client certificate is presented
 /// when the backend asks for one. `-k` turns verification off for every
 /// backend, those with a `ca_file` included.
