@@ -27,3 +27,4 @@ pub mod signals;
 pub mod tls;
 pub mod upstream;
 pub mod worker;
+pub mod x509;

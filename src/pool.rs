@@ -156,28 +156,31 @@ pub struct Pool {
     max_idle: usize,
     default_idle: Duration,
     bufs: BufPool,
-    /// Client configuration for TLS backends, shared by their connections:
-    /// ALPN offers only `http/1.1` (tunnels, which h2 cannot carry here).
-    tls: Option<Arc<ClientConfig>>,
+    /// Per backend: its TLS client configuration (shared by backends with
+    /// the same options), `None` for a plain backend. ALPN offers only
+    /// `http/1.1`: tunnels, which h2 cannot carry here.
+    tls: Vec<Option<Arc<ClientConfig>>>,
     /// The same offering `h2` first, for every other request.
-    tls_h2: Option<Arc<ClientConfig>>,
+    tls_h2: Vec<Option<Arc<ClientConfig>>>,
     /// Per backend: the TLS server name, `None` for a plain backend.
     names: Vec<Option<ServerName<'static>>>,
 }
 
 impl Pool {
-    /// `tls` must be given when any backend speaks TLS.
+    /// `tls[i]` is backend i's configuration (`tls::backend_configs`); every
+    /// TLS backend needs one.
     pub fn new(
         backends: &[Backend],
         max_idle: usize,
         default_idle: Duration,
-        tls: Option<Arc<ClientConfig>>,
+        tls: Vec<Option<Arc<ClientConfig>>>,
     ) -> Result<Pool, String> {
         let names = backends
             .iter()
-            .map(|b| b.tls.then(|| tls::server_name(&b.host)).transpose())
+            .map(|b| b.tls.then(|| tls::server_name(b.tls_name())).transpose())
             .collect::<Result<Vec<_>, _>>()?;
-        if tls.is_none() && names.iter().any(Option::is_some) {
+        let configured = |i: usize| tls.get(i).is_some_and(Option::is_some);
+        if (0..names.len()).any(|i| names[i].is_some() && !configured(i)) {
             return Err("a TLS backend needs a TLS client configuration".into());
         }
         Ok(Pool {
@@ -189,7 +192,10 @@ impl Pool {
             max_idle,
             default_idle,
             bufs: BufPool::new(UPSTREAM_BUF),
-            tls_h2: tls.as_deref().map(tls::offering_h2),
+            tls_h2: tls
+                .iter()
+                .map(|c| c.as_deref().map(tls::offering_h2))
+                .collect(),
             tls,
             names,
         })
@@ -249,8 +255,8 @@ impl Pool {
         registry: &Registry,
     ) -> io::Result<usize> {
         let config = match http1_only {
-            true => &self.tls,
-            false => &self.tls_h2,
+            true => &self.tls[backend.0],
+            false => &self.tls_h2[backend.0],
         };
         let tls = match (&self.names[backend.0], config) {
             (Some(name), Some(config)) => Some(Box::new(tls::connection(config, name)?)),

@@ -1,33 +1,47 @@
-//! TLS to backends (SPEC §7): the worker's rustls client configuration
-//! (trust roots, `--ca-file`, `-k`, session resumption) and one
-//! `ClientConnection` driven over a non-blocking socket with the event
-//! loop's edge-triggered discipline. Never blocks; `pool::Upstream` calls
-//! these for its TLS connections, the plain ones go straight to `net`.
+//! TLS to backends (SPEC §7): the worker's rustls client configurations
+//! (trust roots, `--ca-file`, `-k`, a backend's own `ca_file` and client
+//! certificate, session resumption) and one `ClientConnection` driven over
+//! a non-blocking socket with the event loop's edge-triggered discipline.
+//! Never blocks; `pool::Upstream` calls these for its TLS connections, the
+//! plain ones go straight to `net`.
 //!
 //! rustls can hold decrypted bytes the kernel will never signal again, so a
 //! read asks rustls for plaintext first and goes to the socket only when it
 //! has none; readiness is cleared only when both are empty.
 
+use std::collections::HashMap;
 use std::io::{self, IoSlice, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
+use rustls::client::WantsClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
-    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
+    AlertDescription, CertificateError, ClientConfig, ClientConnection, ConfigBuilder,
+    DigitallySignedStruct, InconsistentKeys, RootCertStore,
 };
 
 use crate::buffer::Buf;
 use crate::net::{RawSocket, Read};
+use crate::upstream::{Backend, ClientCert, TlsOptions};
+use crate::x509;
 
-/// The client configuration every TLS backend connection of a worker
-/// shares; its session cache (rustls' default, 256 entries) is what
-/// resumes handshakes, so it is per worker as SPEC §7 asks.
-pub fn client_config(insecure: bool, ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+/// A client configuration TLS backend connections of a worker share; its
+/// session cache (rustls' default, 256 entries) is what resumes
+/// handshakes, so it is per worker as SPEC §7 asks. `own` is a backend's
+/// config-file options: its `ca_file` replaces webpki-roots and `--ca-file`
+/// (HAProxy's `ca-file` semantics), its client certificate is presented
+/// when the backend asks for one. `-k` turns verification off for every
+/// backend, those with a `ca_file` included.
+pub fn client_config(
+    insecure: bool,
+    ca_file: Option<&Path>,
+    own: &TlsOptions,
+) -> Result<Arc<ClientConfig>, String> {
     // ring has no post-quantum key exchange (hence the deprecation); it is
     // the provider that builds with just a C compiler.
     #[allow(deprecated)]
@@ -35,23 +49,16 @@ pub fn client_config(insecure: bool, ca_file: Option<&Path>) -> Result<Arc<Clien
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up: {e}"))?;
-    let mut config = if insecure {
+    let builder = if insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth()
     } else {
-        let mut roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        if let Some(path) = ca_file {
-            for cert in load_ca_file(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder.with_root_certificates(roots(ca_file, own)?)
+    };
+    let mut config = match &own.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(client) => with_client_cert(builder, client)?,
     };
     // Health probes and tunnels speak HTTP/1.1 whatever the backend
     // prefers; `offering_h2` makes the configuration for everything else.
@@ -67,18 +74,139 @@ pub fn offering_h2(config: &ClientConfig) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-/// The certificates of a PEM bundle; an unreadable file or one without a
-/// certificate is an error naming it.
+/// A worker's configurations, one per backend (`None` for plain ones):
+/// backends whose options build the same configuration share one, and so
+/// share its session cache; a backend with its own `ca_file` or client
+/// certificate gets its own. `sni` is not part of a configuration (it is
+/// the per-connection server name).
+pub fn backend_configs(
+    backends: &[Backend],
+    insecure: bool,
+    ca_file: Option<&Path>,
+) -> Result<Vec<Option<Arc<ClientConfig>>>, String> {
+    let mut built: HashMap<(Option<&Path>, Option<&ClientCert>), Arc<ClientConfig>> =
+        HashMap::new();
+    backends
+        .iter()
+        .map(|b| {
+            if !b.tls {
+                return Ok(None);
+            }
+            let own = &b.tls_options;
+            // Under -k no certificate is verified: trust makes no difference.
+            let trust = own.ca_file.as_deref().filter(|_| !insecure);
+            let key = (trust, own.client_cert.as_ref());
+            if let Some(config) = built.get(&key) {
+                return Ok(Some(Arc::clone(config)));
+            }
+            let config = client_config(insecure, ca_file, own)
+                .map_err(|e| format!("backend {}: {e}", b.label))?;
+            built.insert(key, Arc::clone(&config));
+            Ok(Some(config))
+        })
+        .collect()
+}
+
+/// Start-up check of a backend's own options: every file is read and the
+/// configuration built, so what the worker builds later cannot fail on
+/// their content. The error names the option and the file.
+pub fn check_options(own: &TlsOptions) -> Result<(), String> {
+    client_config(false, None, own).map(drop)
+}
+
+/// The certificates of a `--ca-file` PEM bundle; an unreadable file or one
+/// without a certificate is an error naming it.
 pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    load_certs(path, "--ca-file")
+}
+
+/// The certificates of a PEM file; `what` names the option it came from.
+fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let name = path.display();
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("--ca-file {name}: cannot read: {e}"))?
+        .map_err(|e| format!("{what} {name}: {}", pem_error(&e)))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("--ca-file {name}: {e}"))?;
+        .map_err(|e| format!("{what} {name}: {}", pem_error(&e)))?;
     if certs.is_empty() {
-        return Err(format!("--ca-file {name}: no PEM certificate in it"));
+        return Err(format!("{what} {name}: no PEM certificate in it"));
     }
     Ok(certs)
+}
+
+/// The trust anchors for a backend: its own `ca_file` alone, else
+/// webpki-roots plus `--ca-file`.
+fn roots(ca_file: Option<&Path>, own: &TlsOptions) -> Result<RootCertStore, String> {
+    let (mut roots, path, what) = match (&own.ca_file, ca_file) {
+        (Some(path), _) => (RootCertStore::empty(), Some(path.as_path()), "ca_file"),
+        (None, path) => (
+            RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+            path,
+            "--ca-file",
+        ),
+    };
+    if let Some(path) = path {
+        for (i, cert) in load_certs(path, what)?.into_iter().enumerate() {
+            roots.add(cert).map_err(|_| {
+                format!(
+                    "{what} {}: certificate {} in it is not a usable CA certificate",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
+/// Mutual TLS: the chain and key we present. rustls checks that the key
+/// is the certificate's.
+fn with_client_cert(
+    builder: ConfigBuilder<ClientConfig, WantsClientCert>,
+    client: &ClientCert,
+) -> Result<ClientConfig, String> {
+    let chain = load_certs(&client.cert, "client_cert")?;
+    let key_name = client.key.display();
+    let key = PrivateKeyDer::from_pem_file(&client.key).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!(
+            "client_key {key_name}: no private key in it (PEM PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
+        ),
+        e => format!("client_key {key_name}: {}", pem_error(&e)),
+    })?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => format!(
+                "client_key {key_name} is not the key of client_cert {}",
+                client.cert.display()
+            ),
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                format!(
+                    "client_cert {}: its first certificate cannot be read",
+                    client.cert.display()
+                )
+            }
+            _ => format!(
+                "client_key {key_name}: not a usable private key (RSA, ECDSA P-256/P-384 or Ed25519)"
+            ),
+        })
+}
+
+/// A PEM reading error in words (the library's own text quotes bytes).
+fn pem_error(e: &pem::Error) -> String {
+    match e {
+        pem::Error::Io(e) => {
+            let text = e.to_string();
+            let text = text.split(" (os error ").next().unwrap_or(&text);
+            format!("cannot read: {text}")
+        }
+        pem::Error::NoItemsFound => "nothing usable in it".into(),
+        pem::Error::MissingSectionEnd { .. } => "a PEM section has no END line".into(),
+        pem::Error::IllegalSectionStart { .. } => "a malformed PEM BEGIN line".into(),
+        pem::Error::Base64Decode(_) => "bad base64 in a PEM section".into(),
+        _ => "not a usable PEM file".into(),
+    }
 }
 
 /// The name a backend's certificate must carry and that goes out as SNI:
@@ -104,23 +232,28 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// `host` is the backend's host, for errors that do not carry the name
+    /// that was checked (which is its `sni` when it has one).
     pub fn describe(&self, host: &str) -> String {
         use rustls::Error as E;
-        let cert = |e: &CertificateError| {
-            match e {
-            CertificateError::UnknownIssuer => {
-                "certificate signed by an unknown issuer (--ca-file adds a CA, -k skips verification)".to_string()
+        let cert = |e: &CertificateError| match e {
+            CertificateError::UnknownIssuer => "certificate signed by an unknown issuer \
+                 (--ca-file or the backend's \"ca_file\" trusts a CA, -k skips verification)"
+                .to_string(),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "certificate expired".to_string()
             }
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "certificate expired".to_string(),
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 "certificate not valid yet".to_string()
             }
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            CertificateError::NotValidForNameContext { expected, .. } => {
+                format!("certificate not valid for name {}", expected.to_str())
+            }
+            CertificateError::NotValidForName => {
                 format!("certificate not valid for name {host}")
             }
             CertificateError::BadSignature => "certificate with a bad signature".to_string(),
             other => format!("invalid certificate: {other:?}"),
-        }
         };
         match self {
             HandshakeError::Io(e) => format!("TLS handshake failed: {e}"),
@@ -131,14 +264,53 @@ impl HandshakeError {
                 format!("TLS handshake failed: {}", cert(e))
             }
             HandshakeError::Tls(E::AlertReceived(alert)) => {
-                format!("TLS handshake failed: the backend sent alert {alert:?}")
+                format!("TLS handshake failed: {}", alert_words(*alert))
             }
             HandshakeError::Tls(e) => format!("TLS handshake failed: {e}"),
         }
     }
 }
 
-/// `--tls-trace`: what a finished handshake agreed on, as one line.
+/// What an alert the backend sent means, in words. A backend that wants a
+/// client certificate says so only after our side of the handshake is
+/// done in TLS 1.3, so this also explains the first read's failure.
+pub fn alert_words(alert: AlertDescription) -> String {
+    use AlertDescription as A;
+    match alert {
+        A::CertificateRequired => "the backend requires a client certificate \
+             (\"client_cert\" and \"client_key\" of the backend in the config file)"
+            .to_string(),
+        A::BadCertificate
+        | A::UnsupportedCertificate
+        | A::CertificateRevoked
+        | A::CertificateExpired
+        | A::CertificateUnknown
+        | A::UnknownCA
+        | A::AccessDenied => format!(
+            "the backend rejected the client certificate (alert {})",
+            alert_name(alert)
+        ),
+        other => format!("the backend sent alert {}", alert_name(other)),
+    }
+}
+
+/// `CertificateRequired` → `certificate_required`, as RFC 8446 spells it.
+fn alert_name(alert: AlertDescription) -> String {
+    let mut name = String::new();
+    let mut after_lower = false;
+    for c in format!("{alert:?}").chars() {
+        if c.is_ascii_uppercase() && after_lower {
+            name.push('_');
+        }
+        after_lower = c.is_ascii_lowercase();
+        name.push(c.to_ascii_lowercase());
+    }
+    name
+}
+
+/// `--tls-trace`: what a finished handshake agreed on and the peer's
+/// certificate, as one line (the only caller is behind the flag, so
+/// reading the certificate costs nothing otherwise).
 pub fn summary(conn: &ClientConnection) -> String {
     let version = conn
         .protocol_version()
@@ -147,14 +319,26 @@ pub fn summary(conn: &ClientConnection) -> String {
         .negotiated_cipher_suite()
         .map_or("?".to_string(), |c| format!("{:?}", c.suite()));
     let alpn = conn.alpn_protocol().map_or("none".to_string(), |p| {
-        String::from_utf8_lossy(p).into_owned()
+        x509::escape(&String::from_utf8_lossy(p))
     });
     let kind = match conn.handshake_kind() {
         Some(rustls::HandshakeKind::Resumed) => "resumed",
         _ => "full",
     };
-    let chain = conn.peer_certificates().map_or(0, <[_]>::len);
-    format!("{version}, {cipher}, ALPN {alpn}, {kind} handshake, {chain} peer certificate(s)")
+    let peer = match conn.peer_certificates() {
+        Some(chain @ [leaf, ..]) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let leaf = x509::parse(leaf).map_or_else(
+                || "peer certificate not readable".to_string(),
+                |c| format!("peer certificate: {}", c.describe(now)),
+            );
+            format!("{leaf}; chain of {}", chain.len())
+        }
+        _ => "no peer certificate".to_string(),
+    };
+    format!("{version}, {cipher}, ALPN {alpn}, {kind} handshake; {peer}")
 }
 
 /// Drives the handshake as far as the socket allows. `Ok(true)` once it is
@@ -388,6 +572,100 @@ mod tests {
             let said = e.describe("api.test");
             assert!(said.contains(words), "{said}");
         }
+    }
+
+    #[test]
+    fn the_name_checked_and_what_alerts_mean_are_said_in_words() {
+        let e = HandshakeError::Tls(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForNameContext {
+                expected: server_name("api.internal").unwrap(),
+                presented: vec![],
+            },
+        ));
+        assert_eq!(
+            e.describe("10.0.0.5"),
+            "TLS handshake failed: certificate not valid for name api.internal"
+        );
+        let alert = |a| HandshakeError::Tls(rustls::Error::AlertReceived(a)).describe("x");
+        assert!(
+            alert(AlertDescription::CertificateRequired)
+                .contains("requires a client certificate (\"client_cert\" and \"client_key\""),
+        );
+        assert_eq!(
+            alert(AlertDescription::UnknownCA),
+            "TLS handshake failed: the backend rejected the client certificate (alert unknown_ca)"
+        );
+        assert_eq!(
+            alert(AlertDescription::HandshakeFailure),
+            "TLS handshake failed: the backend sent alert handshake_failure"
+        );
+    }
+
+    fn backend(host: &str, port: u16, own: TlsOptions) -> Backend {
+        let mut b = crate::upstream::backend_from_parts(
+            host,
+            port,
+            1,
+            crate::upstream::HostHeader::Auto,
+            crate::upstream::BackendId(0),
+        )
+        .unwrap();
+        b.tls_options = own;
+        b
+    }
+
+    #[test]
+    fn backends_with_the_same_options_share_one_configuration() {
+        let dir = std::env::temp_dir().join(format!("lb-tls-configs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["c.test".into()]).unwrap();
+        let (ca, cert, key) = (dir.join("ca.pem"), dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&ca, made.cert.pem()).unwrap();
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let with_ca = TlsOptions {
+            ca_file: Some(ca.clone()),
+            ..TlsOptions::default()
+        };
+        let sni_only = TlsOptions {
+            sni: Some("api.test".into()),
+            ..TlsOptions::default()
+        };
+        let mtls = TlsOptions {
+            ca_file: Some(ca.clone()),
+            client_cert: Some(ClientCert { cert, key }),
+            ..TlsOptions::default()
+        };
+        let backends = [
+            backend("127.0.0.1", 443, TlsOptions::default()),
+            backend("127.0.0.1", 80, TlsOptions::default()),
+            backend("127.0.0.2", 443, sni_only),
+            backend("127.0.0.3", 443, with_ca.clone()),
+            backend("127.0.0.4", 443, with_ca),
+            backend("127.0.0.5", 443, mtls),
+        ];
+        let same = |a: &Option<Arc<ClientConfig>>, b: &Option<Arc<ClientConfig>>| {
+            Arc::ptr_eq(a.as_ref().unwrap(), b.as_ref().unwrap())
+        };
+        let c = backend_configs(&backends, false, None).unwrap();
+        assert!(c[1].is_none(), "plain backend");
+        assert!(
+            same(&c[0], &c[2]),
+            "sni is per connection, not per configuration"
+        );
+        assert!(!same(&c[0], &c[3]), "own ca_file, own configuration");
+        assert!(same(&c[3], &c[4]));
+        assert!(
+            !same(&c[3], &c[5]),
+            "a client certificate, another configuration"
+        );
+        assert!(c[5].as_ref().unwrap().client_auth_cert_resolver.has_certs());
+        assert!(!c[3].as_ref().unwrap().client_auth_cert_resolver.has_certs());
+        // Under -k trust makes no difference; a client certificate still does.
+        let k = backend_configs(&backends, true, None).unwrap();
+        assert!(same(&k[0], &k[3]) && same(&k[0], &k[2]));
+        assert!(!same(&k[0], &k[5]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! by `parse_spec`. Connections to backends live in `pool`, not here.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 
 /// Index of a backend in `Config::backends` (and in every per-backend table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,6 +22,35 @@ pub enum HostHeader {
     Backend,
 }
 
+/// A TLS backend's own settings from the config file (SPEC §7, as nginx's
+/// `proxy_ssl_*` and HAProxy's `ca-file`/`sni`/`crt`); empty for `-b`
+/// backends. Checked at start-up (`config::file`); `tls::client_config`
+/// turns them into the connection settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsOptions {
+    /// PEM bundle trusted for this backend *instead of* webpki-roots and
+    /// `--ca-file`: an internal CA's backend accepts no public certificate.
+    pub ca_file: Option<PathBuf>,
+    /// The name sent as SNI and verified, instead of `host` (lowercase DNS
+    /// name). `Host` still follows `host_header`.
+    pub sni: Option<String>,
+    /// Mutual TLS: the certificate we present, with its key.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == TlsOptions::default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
     pub id: BackendId,
@@ -34,6 +64,8 @@ pub struct Backend {
     pub weight: u32,
     pub tls: bool,
     pub host_header: HostHeader,
+    /// Config-file TLS settings; empty unless `tls`.
+    pub tls_options: TlsOptions,
     /// `host:port` (`[v6]:port`), for logs and metrics labels.
     pub label: String,
     /// Stable id derived from `label` (not from a counter), so every worker and
@@ -266,6 +298,7 @@ fn build(
         weight,
         tls: https || port == 443,
         host_header,
+        tls_options: TlsOptions::default(),
         label,
     })
 }
@@ -293,6 +326,12 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 }
 
 impl Backend {
+    /// The TLS server name: sent as SNI (unless an IP literal) and what the
+    /// certificate must be valid for.
+    pub fn tls_name(&self) -> &str {
+        self.tls_options.sni.as_deref().unwrap_or(&self.host)
+    }
+
     /// The `Host` this backend gets when its own name is sent (TLS backends,
     /// `host_header: backend`, health probes, HTTP/1.0 requests without
     /// one): the port is left out when it is the scheme's default, as

@@ -1,8 +1,9 @@
 //! The JSON config file (`config::file::parse`). Input: the file's bytes.
 //!
 //! Invariants: no panic; an accepted file has backends numbered in order,
-//! and its display form (the canonical JSON written below from the parsed
-//! value) parses back to the same value. Names resolve offline.
+//! TLS keys only on TLS backends, and its display form (the canonical JSON
+//! written below from the parsed value) parses back to the same value.
+//! Names resolve offline; `parse` reads no PEM file (`load` does).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -48,6 +49,18 @@ fn display(c: &FileConfig) -> Value {
                 HostHeader::Backend => {
                     o.insert("host_header".into(), json!("backend"));
                 }
+            }
+            let own = &b.tls_options;
+            assert!(b.tls || own.is_empty(), "TLS keys on a plain backend");
+            if let Some(p) = &own.ca_file {
+                o.insert("ca_file".into(), json!(p.to_str().expect("paths come from JSON strings")));
+            }
+            if let Some(sni) = &own.sni {
+                o.insert("sni".into(), json!(sni));
+            }
+            if let Some(c) = &own.client_cert {
+                o.insert("client_cert".into(), json!(c.cert.to_str().expect("from JSON")));
+                o.insert("client_key".into(), json!(c.key.to_str().expect("from JSON")));
             }
             Value::Object(o)
         })

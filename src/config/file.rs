@@ -5,13 +5,15 @@
 //! caller (`cli::parse_from`) decides how explicit flags override it.
 
 use std::num::{NonZeroU16, NonZeroU32, NonZeroU64};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
 use super::Strategy;
-use crate::upstream::{self, Backend, BackendId, HostHeader};
+use rustls::pki_types::ServerName;
+
+use crate::upstream::{self, Backend, BackendId, ClientCert, HostHeader, TlsOptions};
 
 /// A valid config file. `None` means "not in the file": the command line or
 /// the built-in default applies.
@@ -50,7 +52,36 @@ pub fn load(path: &Path) -> Result<FileConfig, String> {
     let name = path.display();
     let bytes = std::fs::read(path)
         .map_err(|e| format!("config {name}: cannot read: {}", io_reason(&e)))?;
-    parse(&bytes).map_err(|e| format!("config {name}: {e}"))
+    let mut config = parse(&bytes).map_err(|e| format!("config {name}: {e}"))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    check_tls_files(&mut config.backends, dir).map_err(|e| format!("config {name}: {e}"))?;
+    Ok(config)
+}
+
+/// The backends' PEM files (`ca_file`, `client_cert`, `client_key`): a
+/// relative path is taken from the config file's directory (as nginx does
+/// for its certificates) and made absolute, then every file is read and
+/// checked, so a bad one stops the start (or a reload) here.
+pub fn check_tls_files(backends: &mut [Backend], dir: &Path) -> Result<(), String> {
+    let anchor = |p: &mut PathBuf| {
+        let joined = dir.join(&*p);
+        *p = std::path::absolute(&joined).unwrap_or(joined);
+    };
+    for (i, b) in backends.iter_mut().enumerate() {
+        let own = &mut b.tls_options;
+        if own.is_empty() {
+            continue;
+        }
+        if let Some(p) = own.ca_file.as_mut() {
+            anchor(p);
+        }
+        if let Some(c) = own.client_cert.as_mut() {
+            anchor(&mut c.cert);
+            anchor(&mut c.key);
+        }
+        crate::tls::check_options(own).map_err(|e| format!("backends[{i}]: {e}"))?;
+    }
+    Ok(())
 }
 
 /// [`load`] without the file system, for tests and for a reloader that has
@@ -76,10 +107,19 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
                 Some(JsonHostHeader::Backend) => HostHeader::Backend,
             };
             let weight = b.weight.map_or(upstream::DEFAULT_WEIGHT, NonZeroU32::get);
-            upstream::backend_from_parts(&b.host, b.port.get(), weight, host_header, BackendId(i))
-                .map_err(|e| format!("backends[{i}]: {e}"))
+            let mut backend = upstream::backend_from_parts(
+                &b.host,
+                b.port.get(),
+                weight,
+                host_header,
+                BackendId(i),
+            )
+            .map_err(|e| format!("backends[{i}]: {e}"))?;
+            backend.tls_options =
+                tls_options(b, backend.tls).map_err(|e| format!("backends[{i}]: {e}"))?;
+            Ok(backend)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, String>>()?;
     let health = raw.health.unwrap_or_default();
     let ms = |v: Option<NonZeroU64>| v.map(|n| Duration::from_millis(n.get()));
     Ok(FileConfig {
@@ -105,6 +145,39 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
             connect: ms(raw.connect_timeout_ms),
             response: ms(raw.response_timeout_ms),
         },
+    })
+}
+
+/// A backend's TLS keys, paths as written (`load` anchors and reads them).
+fn tls_options(b: &JsonBackend, tls: bool) -> Result<TlsOptions, String> {
+    let given = [
+        ("ca_file", b.ca_file.is_some()),
+        ("sni", b.sni.is_some()),
+        ("client_cert", b.client_cert.is_some()),
+        ("client_key", b.client_key.is_some()),
+    ];
+    if !tls && let Some((key, _)) = given.iter().find(|(_, set)| *set) {
+        return Err(format!("{key} needs a TLS backend (https:// or port 443)"));
+    }
+    let client_cert = match (&b.client_cert, &b.client_key) {
+        (Some(cert), Some(key)) => Some(ClientCert {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err("client_cert needs client_key (its private key, PEM)".into());
+        }
+        (None, Some(_)) => {
+            return Err(
+                "client_key needs client_cert (the certificate it is the key of, PEM)".into(),
+            );
+        }
+    };
+    Ok(TlsOptions {
+        ca_file: b.ca_file.clone(),
+        sni: b.sni.clone(),
+        client_cert,
     })
 }
 
@@ -156,6 +229,14 @@ struct JsonBackend {
     port: NonZeroU16,
     weight: Option<NonZeroU32>,
     host_header: Option<JsonHostHeader>,
+    #[serde(default, deserialize_with = "pem_path")]
+    ca_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "sni_name")]
+    sni: Option<String>,
+    #[serde(default, deserialize_with = "pem_path")]
+    client_cert: Option<PathBuf>,
+    #[serde(default, deserialize_with = "pem_path")]
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -194,6 +275,29 @@ fn non_empty_backends<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<JsonBackend
         ));
     }
     Ok(v)
+}
+
+fn pem_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = String::deserialize(d)?;
+    if path.is_empty() {
+        return Err(de::Error::custom("an empty path: name a PEM file"));
+    }
+    Ok(Some(PathBuf::from(path)))
+}
+
+/// `sni` must be a DNS name: an IP address is never sent as SNI (RFC 6066).
+fn sni_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    match crate::tls::server_name(&name) {
+        Ok(ServerName::DnsName(_)) => Ok(Some(name.to_ascii_lowercase())),
+        Ok(_) => Err(de::Error::custom(format!(
+            "sni '{name}' is an IP address, which SNI cannot carry (leave sni out to check the certificate against the host's IP)"
+        ))),
+        Err(_) => Err(de::Error::custom(format!(
+            "sni '{}' is not a DNS name",
+            name.escape_debug()
+        ))),
+    }
 }
 
 fn health_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -344,11 +448,51 @@ mod tests {
                 r#"{"backends": [{"host": "no-such-host.invalid", "port": 80}]}"#,
                 "backends[0]: cannot resolve backend host 'no-such-host.invalid'",
             ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}, {"host": "127.0.0.1", "port": 80, "ca_file": "ca.pem"}]}"#,
+                "backends[1]: ca_file needs a TLS backend (https:// or port 443)",
+            ),
+            (
+                r#"{"backends": [{"host": "http://127.0.0.1", "port": 8443, "sni": "api.test"}]}"#,
+                "backends[0]: sni needs a TLS backend",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 80, "client_key": "k.pem"}]}"#,
+                "backends[0]: client_key needs a TLS backend",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 443, "client_cert": "c.pem"}]}"#,
+                "backends[0]: client_cert needs client_key",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 443, "client_key": "k.pem"}]}"#,
+                "backends[0]: client_key needs client_cert",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 443, "ca_file": ""}]}"#,
+                "an empty path: name a PEM file at line 1 column 63",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 443, "sni": "10.0.0.1"}]}"#,
+                "sni '10.0.0.1' is an IP address, which SNI cannot carry",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 443, "sni": "a b"}]}"#,
+                "sni 'a b' is not a DNS name at line 1",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 443, "sni": 7}]}"#,
+                "invalid type: integer `7`, expected a string",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 443, "ca-file": "x"}]}"#,
+                "unknown field `ca-file`",
+            ),
             (" [1]", "must be a JSON object"),
             ("1", "must be a JSON object"),
             (
                 r#"{"backends": [["127.0.0.1", 80]]}"#,
-                "invalid length 2, expected struct JsonBackend with 4 elements",
+                "invalid length 2, expected struct JsonBackend with 8 elements",
             ),
         ];
         let mut wrong = Vec::new();
@@ -390,6 +534,110 @@ mod tests {
         assert_eq!(load(&good).unwrap().backends.len(), 1);
         // A second load of the same file gives the same result (reload).
         assert_eq!(load(&good).unwrap(), load(&good).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_keys_are_kept_as_written_until_load() {
+        let c = parse(
+            br#"{"backends": [
+              {"host": "https://10.0.0.5", "port": 8443, "ca_file": "certs/ca.pem",
+               "sni": "API.Internal", "client_cert": "/etc/c.pem", "client_key": "k.pem"},
+              {"host": "127.0.0.1", "port": 443},
+              {"host": "127.0.0.1", "port": 80}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.backends[0].tls_options,
+            TlsOptions {
+                ca_file: Some("certs/ca.pem".into()),
+                sni: Some("api.internal".into()),
+                client_cert: Some(ClientCert {
+                    cert: "/etc/c.pem".into(),
+                    key: "k.pem".into()
+                }),
+            }
+        );
+        assert_eq!(c.backends[0].tls_name(), "api.internal");
+        assert_eq!(c.backends[1].tls_name(), "127.0.0.1");
+        assert!(c.backends[1].tls_options.is_empty() && c.backends[2].tls_options.is_empty());
+    }
+
+    #[test]
+    fn load_anchors_tls_files_to_the_config_directory_and_checks_them() {
+        let dir = std::env::temp_dir().join(format!("lb-file-tls-{}", std::process::id()));
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["client.test".into()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["other.test".into()]).unwrap();
+        std::fs::write(certs.join("ca.pem"), made.cert.pem()).unwrap();
+        std::fs::write(certs.join("c.pem"), made.cert.pem()).unwrap();
+        std::fs::write(certs.join("k.pem"), made.signing_key.serialize_pem()).unwrap();
+        std::fs::write(certs.join("other-k.pem"), other.signing_key.serialize_pem()).unwrap();
+        std::fs::write(certs.join("junk.pem"), "not PEM at all\n").unwrap();
+        let config = dir.join("lb.json");
+        let write = |backend: &str| {
+            let json = format!(
+                r#"{{"backends": [{{"host": "127.0.0.1", "port": 1}}, {{"host": "127.0.0.1", "port": 443, {backend}}}]}}"#
+            );
+            std::fs::write(&config, json).unwrap();
+        };
+        write(
+            r#""ca_file": "certs/ca.pem", "client_cert": "certs/c.pem", "client_key": "certs/k.pem""#,
+        );
+        let c = load(&config).unwrap();
+        let own = &c.backends[1].tls_options;
+        assert_eq!(own.ca_file.as_deref(), Some(certs.join("ca.pem").as_path()));
+        let client = own.client_cert.as_ref().unwrap();
+        assert_eq!(
+            (client.cert.as_path(), client.key.as_path()),
+            (certs.join("c.pem").as_path(), certs.join("k.pem").as_path())
+        );
+        let show = |p: &str| certs.join(p).display().to_string();
+        let cases = [
+            (
+                r#""ca_file": "certs/none.pem""#,
+                format!(
+                    "ca_file {}: cannot read: No such file or directory",
+                    show("none.pem")
+                ),
+            ),
+            (
+                r#""ca_file": "certs/junk.pem""#,
+                format!("ca_file {}: no PEM certificate in it", show("junk.pem")),
+            ),
+            (
+                r#""ca_file": "certs/k.pem""#,
+                format!("ca_file {}: no PEM certificate in it", show("k.pem")),
+            ),
+            (
+                r#""client_cert": "certs/c.pem", "client_key": "certs/c.pem""#,
+                format!("client_key {}: no private key in it", show("c.pem")),
+            ),
+            (
+                r#""client_cert": "certs/k.pem", "client_key": "certs/k.pem""#,
+                format!("client_cert {}: no PEM certificate in it", show("k.pem")),
+            ),
+            (
+                r#""client_cert": "certs/c.pem", "client_key": "certs/other-k.pem""#,
+                format!(
+                    "client_key {} is not the key of client_cert {}",
+                    show("other-k.pem"),
+                    show("c.pem")
+                ),
+            ),
+        ];
+        for (backend, want) in cases {
+            write(backend);
+            let e = load(&config).unwrap_err();
+            let want = format!("config {}: backends[1]: {want}", config.display());
+            assert!(
+                e.starts_with(&want),
+                "{backend}\n  gave: {e}\n  want: {want}"
+            );
+            assert!(!e.contains('\n'), "{e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -59,7 +59,7 @@ impl Health {
     pub fn start_probes(
         &mut self,
         backends: &[Backend],
-        tls: Option<Arc<rustls::ClientConfig>>,
+        tls: Vec<Option<Arc<rustls::ClientConfig>>>,
         waker: Arc<mio::Waker>,
     ) -> io::Result<JoinHandle<()>> {
         let results = Arc::new(ProbeResults::new(backends.len()));
@@ -442,7 +442,7 @@ mod tests {
             let mut poll = mio::Poll::new().unwrap();
             let mut events = mio::Events::with_capacity(4);
             let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-            h.start_probes(&bs, None, waker).unwrap();
+            h.start_probes(&bs, Vec::new(), waker).unwrap();
             let mut failed = 0;
             let deadline = Instant::now() + Duration::from_secs(5);
             while h.is_up(BackendId(0)) {
@@ -497,7 +497,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let mut events = mio::Events::with_capacity(4);
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let handle = h.start_probes(&bs, None, waker).unwrap();
+        let handle = h.start_probes(&bs, Vec::new(), waker).unwrap();
 
         let mut wait_for = |h: &mut Health, up: bool| {
             let deadline = Instant::now() + Duration::from_secs(5);

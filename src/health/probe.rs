@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustls::{CertificateError, ClientConfig, ClientConnection};
+use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection};
 
 use crate::config::HealthConfig;
 use crate::upstream::{Backend, BackendId};
@@ -53,6 +53,11 @@ pub enum TlsFailure {
     UnknownIssuer,
     Expired,
     WrongName,
+    /// The backend wants a client certificate and got none (TLS 1.3 says
+    /// so only after our side of the handshake, at the first read).
+    ClientCertRequired,
+    /// The backend refused the client certificate we presented.
+    ClientCertRejected,
     Other,
 }
 
@@ -76,6 +81,8 @@ impl Outcome {
             Outcome::Tls(TlsFailure::Expired) => 9,
             Outcome::Tls(TlsFailure::WrongName) => 10,
             Outcome::Tls(TlsFailure::Other) => 11,
+            Outcome::Tls(TlsFailure::ClientCertRequired) => 12,
+            Outcome::Tls(TlsFailure::ClientCertRejected) => 13,
             Outcome::Status(code) => STATUS_BASE + code.min(999),
         }
     }
@@ -93,6 +100,8 @@ impl Outcome {
             9 => Outcome::Tls(TlsFailure::Expired),
             10 => Outcome::Tls(TlsFailure::WrongName),
             11 => Outcome::Tls(TlsFailure::Other),
+            12 => Outcome::Tls(TlsFailure::ClientCertRequired),
+            13 => Outcome::Tls(TlsFailure::ClientCertRejected),
             v if v >= STATUS_BASE => Outcome::Status(v - STATUS_BASE),
             _ => return None,
         })
@@ -121,6 +130,12 @@ impl std::fmt::Display for Outcome {
             }
             Outcome::Tls(TlsFailure::WrongName) => {
                 f.write_str("TLS handshake failed: certificate not valid for the backend's name")
+            }
+            Outcome::Tls(TlsFailure::ClientCertRequired) => f.write_str(
+                "TLS handshake failed: the backend requires a client certificate (\"client_cert\" and \"client_key\")",
+            ),
+            Outcome::Tls(TlsFailure::ClientCertRejected) => {
+                f.write_str("TLS handshake failed: the backend rejected the client certificate")
             }
             Outcome::Tls(TlsFailure::Other) => f.write_str("TLS handshake failed"),
         }
@@ -255,7 +270,7 @@ impl ProbeResults {
 pub fn spawn(
     backends: Vec<Backend>,
     cfg: HealthConfig,
-    tls: Option<Arc<ClientConfig>>,
+    tls: Vec<Option<Arc<ClientConfig>>>,
     results: Arc<ProbeResults>,
     waker: Arc<mio::Waker>,
 ) -> io::Result<JoinHandle<()>> {
@@ -266,13 +281,13 @@ pub fn spawn(
     );
     std::thread::Builder::new()
         .name(THREAD_NAME.into())
-        .spawn(move || run(&backends, &cfg, tls.as_ref(), &results, &waker))
+        .spawn(move || run(&backends, &cfg, &tls, &results, &waker))
 }
 
 fn run(
     backends: &[Backend],
     cfg: &HealthConfig,
-    tls: Option<&Arc<ClientConfig>>,
+    tls: &[Option<Arc<ClientConfig>>],
     results: &ProbeResults,
     waker: &mio::Waker,
 ) {
@@ -283,7 +298,8 @@ fn run(
             if results.is_stopped() {
                 return;
             }
-            let outcome = probe_one(backend, cfg, tls);
+            let config = tls.get(backend.id.0).and_then(Option::as_ref);
+            let outcome = probe_one(backend, cfg, config);
             if !outcome.is_ok() {
                 crate::debug!("health probe of {}: {outcome}", backend.label);
             }
@@ -320,7 +336,7 @@ fn probe_one(backend: &Backend, cfg: &HealthConfig, tls: Option<&Arc<ClientConfi
             let Ok(timeouts) = tcp.try_clone() else {
                 return Outcome::Io;
             };
-            let conn = crate::tls::server_name(&backend.host)
+            let conn = crate::tls::server_name(backend.tls_name())
                 .ok()
                 .and_then(|name| ClientConnection::new(Arc::clone(config), name).ok());
             let Some(mut conn) = conn else {
@@ -414,6 +430,18 @@ fn io_outcome(e: &io::Error) -> Outcome {
                 | CertificateError::NotValidForNameContext { .. } => TlsFailure::WrongName,
                 _ => TlsFailure::Other,
             },
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => {
+                TlsFailure::ClientCertRequired
+            }
+            rustls::Error::AlertReceived(
+                AlertDescription::BadCertificate
+                | AlertDescription::UnsupportedCertificate
+                | AlertDescription::CertificateRevoked
+                | AlertDescription::CertificateExpired
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::UnknownCA
+                | AlertDescription::AccessDenied,
+            ) => TlsFailure::ClientCertRejected,
             _ => TlsFailure::Other,
         });
     }
@@ -562,7 +590,14 @@ mod tests {
         let mut events = Events::with_capacity(8);
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).unwrap());
         let results = Arc::new(ProbeResults::new(1));
-        let handle = spawn(vec![b], cfg(30, 1000), None, Arc::clone(&results), waker).unwrap();
+        let handle = spawn(
+            vec![b],
+            cfg(30, 1000),
+            Vec::new(),
+            Arc::clone(&results),
+            waker,
+        )
+        .unwrap();
 
         assert!(wait_wake(&mut poll, &mut events, Duration::from_secs(5)));
         assert!(results.round() >= 1);
@@ -613,7 +648,7 @@ mod tests {
         let handle = spawn(
             vec![b],
             cfg(60_000, 1000),
-            None,
+            Vec::new(),
             Arc::clone(&results),
             waker,
         )
@@ -634,7 +669,14 @@ mod tests {
         let results = Arc::new(ProbeResults::new(1));
         results.stop();
         let b = backend("127.0.0.1:1", 0);
-        let handle = spawn(vec![b], cfg(10, 1000), None, Arc::clone(&results), waker).unwrap();
+        let handle = spawn(
+            vec![b],
+            cfg(10, 1000),
+            Vec::new(),
+            Arc::clone(&results),
+            waker,
+        )
+        .unwrap();
         join_within(handle, Duration::from_secs(2));
         assert_eq!(results.round(), 0);
         assert_eq!(results.take(BackendId(0)), None);
@@ -722,6 +764,12 @@ mod tests {
             Outcome::Closed,
             Outcome::MalformedStatus,
             Outcome::Io,
+            Outcome::Tls(TlsFailure::UnknownIssuer),
+            Outcome::Tls(TlsFailure::Expired),
+            Outcome::Tls(TlsFailure::WrongName),
+            Outcome::Tls(TlsFailure::ClientCertRequired),
+            Outcome::Tls(TlsFailure::ClientCertRejected),
+            Outcome::Tls(TlsFailure::Other),
         ];
         let results = ProbeResults::new(1);
         for o in all {
@@ -730,7 +778,7 @@ mod tests {
             assert_eq!(results.take_outcome(BackendId(0)), None);
         }
         assert_eq!(Outcome::decode(NO_VERDICT), None);
-        assert_eq!(results.failed(BackendId(0)), 8, "every failed outcome");
+        assert_eq!(results.failed(BackendId(0)), 14, "every failed outcome");
         assert_eq!(results.failed(BackendId(1)), 0, "no such backend");
         assert!(Outcome::Status(200).is_ok() && Outcome::Connected.is_ok());
         assert!(!Outcome::Status(204).is_ok() && !Outcome::TimedOut.is_ok());

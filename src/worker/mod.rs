@@ -102,13 +102,8 @@ impl Worker {
                 .register(l, token::METRICS_LISTENER, Interest::READABLE)?;
         }
         let backends = config.backends.clone();
-        let tls = match backends.iter().any(|b| b.tls) {
-            true => Some(
-                tls::client_config(config.insecure, config.ca_file.as_deref())
-                    .map_err(io::Error::other)?,
-            ),
-            false => None,
-        };
+        let tls = tls::backend_configs(&backends, config.insecure, config.ca_file.as_deref())
+            .map_err(io::Error::other)?;
         let pool = Pool::new(&backends, MAX_IDLE_PER_BACKEND, POOL_IDLE, tls.clone())
             .map_err(io::Error::other)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);

@@ -1,8 +1,9 @@
 //! A TLS test origin and the certificates it needs, made at test time:
 //! a CA (rcgen), leaves signed by it for any names, expired or not, and a
 //! blocking rustls server that records what each handshake looked like
-//! (SNI, full or resumed) and answers every request with its path and Host.
-//! Test-only.
+//! (SNI, full or resumed, client certificate), may require a client
+//! certificate of a given CA, and answers every request with its path and
+//! Host. Test-only.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,12 +15,14 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{HandshakeKind, ServerConfig, ServerConnection, StreamOwned};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{HandshakeKind, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
 /// A certificate authority for one test.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
+    der: CertificateDer<'static>,
 }
 
 impl Ca {
@@ -39,6 +42,7 @@ impl Ca {
         let cert = params.self_signed(&key).expect("CA certificate");
         Ca {
             pem: cert.pem(),
+            der: cert.der().clone(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -48,11 +52,17 @@ impl Ca {
         super::scratch_file("ca.pem", &self.pem)
     }
 
-    /// A leaf certificate for `names` (DNS names or IP literals) and its key;
-    /// `expired` puts its validity in the past.
+    /// A leaf certificate for `names` (DNS names or IP literals; the first
+    /// is also its CN) and its key; `expired` puts its validity in the past.
     pub fn leaf(&self, names: &[&str], expired: bool) -> Leaf {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("leaf params");
+        let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(owned).expect("leaf params");
+        if let Some(first) = names.first() {
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, *first);
+        }
         if expired {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);
@@ -64,6 +74,8 @@ impl Ca {
         Leaf {
             chain: vec![cert.der().clone()],
             key: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         }
     }
 }
@@ -71,6 +83,19 @@ impl Ca {
 pub struct Leaf {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl Leaf {
+    /// The certificate and its key as PEM files, for `client_cert` and
+    /// `client_key`.
+    pub fn pem_files(&self) -> (PathBuf, PathBuf) {
+        (
+            super::scratch_file("cert.pem", &self.cert_pem),
+            super::scratch_file("key.pem", &self.key_pem),
+        )
+    }
 }
 
 /// What the origin saw.
@@ -82,6 +107,8 @@ pub struct Seen {
     /// Health probes (told apart by their User-Agent), not in the others.
     pub probes: AtomicUsize,
     pub sni: Mutex<Vec<Option<String>>>,
+    /// Counted connections on which the client presented a certificate.
+    pub client_certs: AtomicUsize,
 }
 
 pub struct TlsOrigin {
@@ -93,12 +120,34 @@ impl TlsOrigin {
     /// Serves on 127.0.0.1 with `leaf`. With `close_each`, every response
     /// says `Connection: close` (each request then needs a new connection).
     pub fn start(leaf: Leaf, close_each: bool) -> TlsOrigin {
+        TlsOrigin::serve_with(leaf, close_each, None)
+    }
+
+    /// As `start`, but the handshake requires a client certificate issued
+    /// by `client_ca` (mutual TLS).
+    pub fn requiring_client_cert(leaf: Leaf, client_ca: &Ca) -> TlsOrigin {
+        TlsOrigin::serve_with(leaf, false, Some(client_ca))
+    }
+
+    fn serve_with(leaf: Leaf, close_each: bool, client_ca: Option<&Ca>) -> TlsOrigin {
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
+            .expect("protocol versions");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots.add(ca.der.clone()).expect("client CA");
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
             .with_single_cert(leaf.chain, leaf.key)
             .expect("server certificate");
         let config = Arc::new(config);
@@ -137,6 +186,10 @@ impl TlsOrigin {
         self.seen.probes.load(Ordering::SeqCst)
     }
 
+    pub fn client_certs(&self) -> usize {
+        self.seen.client_certs.load(Ordering::SeqCst)
+    }
+
     pub fn sni(&self) -> Vec<Option<String>> {
         self.seen.sni.lock().expect("lock").clone()
     }
@@ -152,10 +205,21 @@ fn serve(
     let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
     let mut tcp = tcp;
     while conn.is_handshaking() {
-        conn.complete_io(&mut tcp)?;
+        if let Err(e) = conn.complete_io(&mut tcp) {
+            // The alert saying why is sent; closing with the client's
+            // unread bytes (TLS 1.3 sends its request before it learns its
+            // certificate was refused) would reset the connection and could
+            // destroy the alert, so close gracefully, as servers do.
+            let _ = tcp.shutdown(std::net::Shutdown::Write);
+            tcp.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let mut sink = [0u8; 4096];
+            while matches!(tcp.read(&mut sink), Ok(n) if n > 0) {}
+            return Err(e);
+        }
     }
     let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     let sni = conn.server_name().map(str::to_string);
+    let client_cert = conn.peer_certificates().is_some_and(|c| !c.is_empty());
     // Counted at the first request, so that the health prober's
     // connections (and their requests) are left out.
     let mut counted = false;
@@ -203,6 +267,8 @@ fn serve(
                 seen.resumed
                     .fetch_add(usize::from(resumed), Ordering::SeqCst);
                 seen.sni.lock().expect("lock").push(sni.clone());
+                seen.client_certs
+                    .fetch_add(usize::from(client_cert), Ordering::SeqCst);
             }
         }
         // `/bytes/N`: N bytes of `b'a' + i % 26`, for large responses.
