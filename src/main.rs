@@ -32,6 +32,9 @@ fn main() -> ExitCode {
             "-k: TLS certificates of backends are NOT verified; anyone on the path can impersonate them (for development only)"
         );
     }
+    if let (None, Some(log)) = (slot, &config.access_log) {
+        load_balancer::warn!("access_log {}: not written by this version", log.name());
+    }
     let result = match (slot, config.mode) {
         (Some(slot), _) => run_worker_process(config, slot),
         (None, Mode::Single) => run_single(config),
@@ -66,10 +69,10 @@ fn run_single(config: Config) -> Result<(), String> {
         None => None,
     };
     load_balancer::info!(
-        "serving on {} with {} backend(s), strategy {:?}",
+        "serving on {} with {} backend(s), strategy {}",
         config.listen,
         config.backends.len(),
-        config.strategy
+        config.strategy.name()
     );
     let counters = Metrics::create(&config.backends, 1)
         .map_err(|e| format!("cannot create the metrics block: {e}"))?;

@@ -253,7 +253,25 @@ impl HandshakeError {
                 format!("certificate not valid for name {host}")
             }
             CertificateError::BadSignature => "certificate with a bad signature".to_string(),
-            other => format!("invalid certificate: {other:?}"),
+            CertificateError::Revoked => "certificate revoked".to_string(),
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "certificate not valid for a TLS server".to_string()
+            }
+            other => {
+                // rustls shows some variants only by their Rust name.
+                let shown = other.to_string();
+                match shown == format!("{other:?}") {
+                    true => {
+                        let name: String = shown
+                            .chars()
+                            .take_while(char::is_ascii_alphanumeric)
+                            .collect();
+                        let name = name.strip_suffix("Context").unwrap_or(&name);
+                        format!("invalid certificate: {}", split_camel(name, ' '))
+                    }
+                    false => format!("invalid certificate: {shown}"),
+                }
+            }
         };
         match self {
             HandshakeError::Io(e) => format!("TLS handshake failed: {e}"),
@@ -294,15 +312,30 @@ pub fn alert_words(alert: AlertDescription) -> String {
     }
 }
 
-/// `CertificateRequired` → `certificate_required`, as RFC 8446 spells it.
-fn alert_name(alert: AlertDescription) -> String {
+/// An alert by its RFC 8446 name (`handshake_failure`, `unknown_ca`), not
+/// rustls' Rust spelling (`HandshakeFailure`, `UnknownCA`).
+fn alert_name(alert: rustls::AlertDescription) -> String {
+    match alert.as_str() {
+        Some(camel) => split_camel(camel, '_'),
+        None => u8::from(alert).to_string(),
+    }
+}
+
+/// `UnknownCA` → `unknown_ca` (with `sep` '_'): lower case, a separator
+/// before each word.
+fn split_camel(camel: &str, sep: char) -> String {
+    let chars: Vec<char> = camel.chars().collect();
     let mut name = String::new();
-    let mut after_lower = false;
-    for c in format!("{alert:?}").chars() {
-        if c.is_ascii_uppercase() && after_lower {
-            name.push('_');
+    for (i, &c) in chars.iter().enumerate() {
+        // A word starts at an upper-case letter after a lower-case one, or
+        // at the last capital of a run followed by lower case (`CAFoo`).
+        let starts = i > 0
+            && c.is_ascii_uppercase()
+            && (chars[i - 1].is_ascii_lowercase()
+                || chars.get(i + 1).is_some_and(char::is_ascii_lowercase));
+        if starts {
+            name.push(sep);
         }
-        after_lower = c.is_ascii_lowercase();
         name.push(c.to_ascii_lowercase());
     }
     name
@@ -312,12 +345,15 @@ fn alert_name(alert: AlertDescription) -> String {
 /// certificate, as one line (the only caller is behind the flag, so
 /// reading the certificate costs nothing otherwise).
 pub fn summary(conn: &ClientConnection) -> String {
+    // OpenSSL's spelling (`TLSv1.3`), which nginx logs too.
     let version = conn
         .protocol_version()
-        .map_or("?".to_string(), |v| format!("{v:?}"));
+        .and_then(|v| v.as_str())
+        .map_or("?".to_string(), |v| v.replace('_', "."));
     let cipher = conn
         .negotiated_cipher_suite()
-        .map_or("?".to_string(), |c| format!("{:?}", c.suite()));
+        .and_then(|c| c.suite().as_str())
+        .unwrap_or("?");
     let alpn = conn.alpn_protocol().map_or("none".to_string(), |p| {
         x509::escape(&String::from_utf8_lossy(p))
     });
@@ -567,6 +603,20 @@ mod tests {
                 HandshakeError::Closed,
                 "closed the connection during the TLS handshake",
             ),
+            (
+                tls(CertificateError::UnknownRevocationStatus),
+                "invalid certificate: unknown revocation status",
+            ),
+            (
+                tls(CertificateError::UnhandledCriticalExtension),
+                "invalid certificate: unhandled critical extension",
+            ),
+            (
+                HandshakeError::Tls(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::HandshakeFailure,
+                )),
+                "the backend sent alert handshake_failure",
+            ),
         ];
         for (e, words) in cases {
             let said = e.describe("api.test");
@@ -666,6 +716,21 @@ mod tests {
         assert!(same(&k[0], &k[3]) && same(&k[0], &k[2]));
         assert!(!same(&k[0], &k[5]));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn alerts_by_their_rfc_names() {
+        use rustls::AlertDescription as A;
+        for (alert, name) in [
+            (A::HandshakeFailure, "handshake_failure"),
+            (A::UnknownCA, "unknown_ca"),
+            (A::BadCertificate, "bad_certificate"),
+            (A::NoApplicationProtocol, "no_application_protocol"),
+            (A::CloseNotify, "close_notify"),
+            (A::Unknown(222), "222"),
+        ] {
+            assert_eq!(alert_name(alert), name);
+        }
     }
 
     #[test]

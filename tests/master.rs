@@ -257,7 +257,14 @@ fn a_slot_in_respawn_back_off_is_covered_by_its_sibling() {
     let port = lb.port();
     // Worker 0 "keeps crashing": five quick deaths bring its back-off to 2 s.
     let killed = crash_worker_0(&lb, 5);
-    assert!(lb.wait_for_log("respawning in 2s", Duration::from_secs(5)));
+    assert!(lb.wait_for_log("respawning in 2 s", Duration::from_secs(5)));
+    // The first death has no back-off, said in words (not "in 0ns").
+    let log = lb.stderr_lines().join("\n");
+    assert!(
+        log.contains("died: signal: 9 (SIGKILL); respawning now"),
+        "{log}"
+    );
+    assert!(!log.contains("ns\n") && !log.ends_with("ns"), "{log}");
     let mut sixth = None;
     assert!(wait_until(Duration::from_secs(5), || {
         sixth = worker_in(lb.pid(), 0, &killed);
@@ -281,7 +288,7 @@ fn a_slot_in_respawn_back_off_is_covered_by_its_sibling() {
         .collect();
     kill("-KILL", sixth);
     let died = Instant::now();
-    assert!(lb.wait_for_log("respawning in 4s", Duration::from_secs(5)));
+    assert!(lb.wait_for_log("respawning in 4 s", Duration::from_secs(5)));
     let mut slowest = Duration::ZERO;
     for c in &mut queued {
         let answer = c.try_read_response(false);
@@ -321,6 +328,6 @@ fn with_no_worker_serving_a_back_off_is_cut_short() {
     let waited = died.elapsed();
     assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
     let log = lb.stderr_lines().join("\n");
-    assert!(log.contains("respawning in 500ms"), "{log}");
-    assert!(!log.contains("respawning in 1s"), "{log}");
+    assert!(log.contains("respawning in 500 ms"), "{log}");
+    assert!(!log.contains("respawning in 1 s"), "{log}");
 }

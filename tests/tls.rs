@@ -90,7 +90,7 @@ fn tls_trace_logs_version_cipher_alpn_and_resumption_and_no_alpn_means_http1() {
         "--tls-trace",
     ]);
     assert_eq!(get(lb.port(), "/t").status, 200);
-    let line = format!("tls localhost:{}: TLSv1_3, TLS13_", origin.port());
+    let line = format!("tls localhost:{}: TLSv1.3, TLS13_", origin.port());
     assert!(
         lb.wait_for_log(&line, LOG_WITHIN),
         "{:?}",

@@ -2,11 +2,13 @@
 //!
 //! Invariants: no panic; an accepted file has backends numbered in order,
 //! TLS keys only on TLS backends, and its display form (the canonical JSON
-//! written below from the parsed value) parses back to the same value.
-//! Names resolve offline; `parse` reads no PEM file (`load` does).
+//! written below from the parsed value, every top-level key included)
+//! parses back to the same value. Names resolve offline; `parse` reads no
+//! PEM file (`load` does).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use load_balancer::config::AccessLog;
 use load_balancer::config::file::{self, FileConfig};
 use load_balancer::upstream::{BackendId, HostHeader};
 use serde_json::{Map, Value, json};
@@ -69,6 +71,32 @@ fn display(c: &FileConfig) -> Value {
     top.insert("backends".into(), Value::Array(backends));
     if let Some(s) = c.strategy {
         top.insert("strategy".into(), json!(s.name()));
+    }
+    let path = |p: &std::path::Path| json!(p.to_str().expect("paths come from JSON strings"));
+    for (key, value) in [
+        ("listen", c.listen.map(|ip| json!(ip.to_string()))),
+        ("port", c.port.map(|p| json!(p))),
+        ("workers", c.workers.map(|n| json!(n))),
+        ("mode", c.mode.map(|m| json!(m.name()))),
+        ("loglevel", c.log_level.map(|l| json!(l.name()))),
+        ("metrics_addr", c.metrics_addr.map(|a| json!(a.to_string()))),
+        ("pid_file", c.pid_file.as_deref().map(path)),
+        ("ca_file", c.ca_file.as_deref().map(path)),
+        (
+            "access_log",
+            c.access_log.as_ref().map(|log| match log {
+                AccessLog::Stdout => json!("-"),
+                AccessLog::File(p) => path(p),
+            }),
+        ),
+        // A switch that is off is written as absent, which reads the same.
+        ("insecure", c.insecure.then_some(json!(true))),
+        ("trace", c.trace.then_some(json!(true))),
+        ("tls_trace", c.tls_trace.then_some(json!(true))),
+    ] {
+        if let Some(v) = value {
+            top.insert(key.into(), v);
+        }
     }
     let h = &c.health;
     let mut health = Map::new();

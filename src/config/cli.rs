@@ -5,7 +5,7 @@
 //! file on reload. Never exits or prints: the caller does, from [`CliError`].
 
 use std::ffi::OsString;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,14 +13,15 @@ use clap::builder::PossibleValue;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ColorChoice, Parser, ValueEnum};
 
-use super::file;
-use super::{Config, HealthConfig, LogLevel, Mode, Strategy, Timeouts};
+use super::{AccessLog, Config, HealthConfig, LogLevel, Mode, Strategy, Timeouts};
+use super::{file, value};
 use crate::upstream::{self, BackendId};
 
 /// Why the command line did not yield a [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CliError {
-    /// `--help` / `--version`: print this to stdout and exit 0.
+    /// `--help`, `--version`, `--check` of a valid configuration: print
+    /// this to stdout and exit 0.
     Display(String),
     /// One line naming the culprit, for stderr; exit 1.
     Invalid(String),
@@ -31,12 +32,13 @@ Backend SPEC: host:port, [v6addr]:port, http://host[:port] or https://host[:port
 optionally followed by ,weight=N (N >= 1, default 1), e.g. -b 10.0.0.5:8080,weight=3.
 Port 443 or https:// means TLS to that backend. Host names are resolved at start.
 
-With -c FILE the backends come from the file; flags given explicitly override
-the file's other settings.";
+Config FILE: JSON with \"backends\" and a key for every other option (README);
+-b cannot be combined with it, other flags given explicitly override it. The
+file is read at start only: SIGHUP does not re-read it yet.";
 
-// Flags that the config file may also set are `Option`s with no clap default,
-// so "given explicitly" stays visible; their defaults are applied after the
-// merge and written into the help text by hand.
+// Flags that the config file may also set are `Option`s (or switches) with
+// no clap default, so "given explicitly" stays visible; their defaults are
+// applied after the merge and written into the help text by hand.
 #[derive(Parser, Debug)]
 #[command(
     name = "load_balancer",
@@ -44,20 +46,22 @@ the file's other settings.";
     about = "HTTP/1.1 load balancer daemon",
     after_help = AFTER_HELP,
     color = ColorChoice::Never,
+    // `-p -1` is a bad port, not an unknown flag `-1`.
+    allow_negative_numbers = true,
 )]
 struct Args {
-    /// Listen port
-    #[arg(short = 'p', long, value_name = "PORT", default_value_t = 8080,
-          value_parser = parse_listen_port, help_heading = "Listening")]
-    port: u16,
+    /// Listen port [default: 8080]
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = flag(value::port),
+          help_heading = "Listening")]
+    port: Option<u16>,
 
-    /// Listen address (IPv4 or IPv6)
-    #[arg(short = 'H', long = "host", value_name = "ADDR", default_value = "0.0.0.0",
-          value_parser = parse_listen_ip, help_heading = "Listening")]
-    host: IpAddr,
+    /// Listen address (IPv4 or IPv6) [default: 0.0.0.0]
+    #[arg(short = 'H', long = "host", value_name = "ADDR", value_parser = flag(value::ip),
+          help_heading = "Listening")]
+    host: Option<IpAddr>,
 
-    /// Serve /metrics on this separate listener only
-    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr,
+    /// Serve /metrics on this separate listener only [default: on the listen port]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = flag(value::socket),
           help_heading = "Listening")]
     metrics_addr: Option<SocketAddr>,
 
@@ -70,8 +74,8 @@ struct Args {
     )]
     backends: Vec<String>,
 
-    /// JSON config file, hot-reloaded; its backends replace -b
-    #[arg(short = 'c', long = "config", value_name = "FILE", value_parser = parse_path,
+    /// JSON config file, read at start; explicit flags override it (FILE below)
+    #[arg(short = 'c', long = "config", value_name = "FILE", value_parser = flag(value::path),
           help_heading = "Backends")]
     config: Option<PathBuf>,
 
@@ -85,23 +89,26 @@ struct Args {
     )]
     strategy: Option<Strategy>,
 
+    /// Validate flags and config (DNS included), print the resolved backends, exit 0 or 1; serves nothing
+    #[arg(long, help_heading = "Backends")]
+    check: bool,
+
     /// Worker processes in mp mode [default: CPU count]
-    #[arg(short = 'w', long, value_name = "N", value_parser = parse_positive_usize,
+    #[arg(short = 'w', long, value_name = "N", value_parser = flag(value::workers),
           help_heading = "Processes")]
     workers: Option<usize>,
 
-    /// Multi-process (master + workers) or single-process
+    /// Multi-process (master + workers) or single-process [default: mp]
     #[arg(
         long,
         value_name = "mp|sp",
-        default_value = "mp",
         hide_possible_values = true,
         help_heading = "Processes"
     )]
-    mode: Mode,
+    mode: Option<Mode>,
 
     /// Write the master's PID here (kept true across upgrades)
-    #[arg(long, value_name = "FILE", value_parser = parse_path, help_heading = "Processes")]
+    #[arg(long, value_name = "FILE", value_parser = flag(value::path), help_heading = "Processes")]
     pid_file: Option<PathBuf>,
 
     /// Active probe path [default: /]
@@ -109,45 +116,42 @@ struct Args {
     health_path: Option<String>,
 
     /// Active probe period [default: 5000]
-    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Health")]
+    #[arg(long, value_name = "N", value_parser = flag(value::millis), help_heading = "Health")]
     health_interval_ms: Option<Duration>,
 
     /// Active probe timeout [default: 2000]
-    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Health")]
+    #[arg(long, value_name = "N", value_parser = flag(value::millis), help_heading = "Health")]
     health_timeout_ms: Option<Duration>,
 
-    // The timeouts have no clap defaults, so that a config file key applies
-    // unless the flag was given (`Timeouts::default` has the values).
     /// A client must send a complete request head within this (408) [default: 10000]
-    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    #[arg(long, value_name = "N", value_parser = flag(value::millis), help_heading = "Timeouts")]
     head_timeout_ms: Option<Duration>,
 
     /// A request body may stall this long before the response started (408) [default: 60000]
-    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    #[arg(long, value_name = "N", value_parser = flag(value::millis), help_heading = "Timeouts")]
     body_timeout_ms: Option<Duration>,
 
     /// Close an idle keep-alive client connection after this [default: 60000]
-    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    #[arg(long, value_name = "N", value_parser = flag(value::millis), help_heading = "Timeouts")]
     idle_timeout_ms: Option<Duration>,
 
     /// Give up connecting to a backend after this [default: 2000]
-    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    #[arg(long, value_name = "N", value_parser = flag(value::millis), help_heading = "Timeouts")]
     connect_timeout_ms: Option<Duration>,
 
     /// A backend must send its response head within this (504) [default: 60000]
-    #[arg(long, value_name = "N", value_parser = parse_ms, help_heading = "Timeouts")]
+    #[arg(long, value_name = "N", value_parser = flag(value::millis), help_heading = "Timeouts")]
     response_timeout_ms: Option<Duration>,
 
-    /// err | warn | info | debug
+    /// err | warn | info | debug [default: info]
     #[arg(
         short = 'l',
         long = "loglevel",
         value_name = "LEVEL",
-        default_value = "info",
         hide_possible_values = true,
         help_heading = "Logging and debugging"
     )]
-    loglevel: LogLevel,
+    loglevel: Option<LogLevel>,
 
     /// Dump request/response heads as they cross the proxy
     #[arg(short = 't', long, help_heading = "Logging and debugging")]
@@ -162,83 +166,118 @@ struct Args {
     tls_trace: bool,
 
     /// Extra trusted CAs for TLS backends (PEM bundle), added to the built-in roots
-    #[arg(long, value_name = "PEM", value_parser = parse_path, help_heading = "TLS")]
+    #[arg(long, value_name = "PEM", value_parser = flag(value::path), help_heading = "TLS")]
     ca_file: Option<PathBuf>,
 }
 
 /// Parses `args` (argv[0] first), reads `-c FILE` if given, resolves backend
 /// host names and validates everything. Calling it again with the same args
-/// re-reads the file: that is how a reload gets a fresh [`Config`].
+/// re-reads the file: that is how a reload gets a fresh [`Config`]. With
+/// `--check`, a valid configuration comes back as the report to print
+/// ([`CliError::Display`]).
 pub fn parse_from<I, T>(args: I) -> Result<Config, CliError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
     let args = Args::try_parse_from(args).map_err(from_clap)?;
-    build(args).map_err(CliError::Invalid)
+    let check = args.check;
+    let config = build(args).map_err(CliError::Invalid)?;
+    match check {
+        true => Err(CliError::Display(super::check::report(&config))),
+        false => Ok(config),
+    }
 }
 
 fn build(a: Args) -> Result<Config, String> {
-    let listen = SocketAddr::new(a.host, a.port);
-    let (backends, file_strategy, file_health, file_timeouts) =
-        match (&a.config, a.backends.is_empty()) {
-            (Some(_), false) => {
-                return Err(
+    let file = match (&a.config, a.backends.is_empty()) {
+        (Some(_), false) => {
+            return Err(
                 "-b/--backend cannot be combined with -c/--config (backends come from the file)"
                     .into(),
             );
-            }
-            (None, true) => {
-                return Err("no backend: give -b HOST:PORT (repeatable) or -c FILE".into());
-            }
-            (Some(path), true) => {
-                let f = file::load(path)?;
-                (f.backends, f.strategy, f.health, f.timeouts)
-            }
-            (None, false) => {
-                let backends = a
-                    .backends
-                    .iter()
-                    .enumerate()
-                    .map(|(i, spec)| upstream::parse_spec(spec, BackendId(i)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                (
-                    backends,
-                    None,
-                    file::FileHealth::default(),
-                    file::FileTimeouts::default(),
-                )
-            }
-        };
+        }
+        (None, true) => {
+            return Err("no backend: give -b HOST:PORT (repeatable) or -c FILE".into());
+        }
+        (Some(path), true) => Some(file::load(path)?),
+        (None, false) => None,
+    };
+    // Where a value came from, for errors that only the merge can find.
+    let file_name = a.config.as_ref().map(|p| p.display().to_string());
+    let blame = |flag: &str, given: bool, key: &str| match (&file_name, given) {
+        (Some(name), false) => format!("config {name}: {key}"),
+        _ => flag.to_string(),
+    };
+    let (backends, f) = match file {
+        Some(mut f) => (std::mem::take(&mut f.backends), f),
+        None => {
+            let backends = a
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| upstream::parse_spec(spec, BackendId(i)))
+                .collect::<Result<Vec<_>, _>>()?;
+            (backends, file::FileConfig::default())
+        }
+    };
+    let listen = SocketAddr::new(
+        a.host
+            .or(f.listen)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        a.port.or(f.port).unwrap_or(DEFAULT_PORT),
+    );
     let defaults = HealthConfig::default();
+    let fh = &f.health;
     let health = HealthConfig {
-        path: a.health_path.or(file_health.path).unwrap_or(defaults.path),
+        path: a
+            .health_path
+            .or_else(|| fh.path.clone())
+            .unwrap_or(defaults.path),
         interval: a
             .health_interval_ms
-            .or(file_health.interval)
+            .or(fh.interval)
             .unwrap_or(defaults.interval),
         timeout: a
             .health_timeout_ms
-            .or(file_health.timeout)
+            .or(fh.timeout)
             .unwrap_or(defaults.timeout),
-        unhealthy_threshold: file_health
+        unhealthy_threshold: fh
             .unhealthy_threshold
             .unwrap_or(defaults.unhealthy_threshold),
-        healthy_threshold: file_health
-            .healthy_threshold
-            .unwrap_or(defaults.healthy_threshold),
+        healthy_threshold: fh.healthy_threshold.unwrap_or(defaults.healthy_threshold),
     };
-    if let Some(m) = a.metrics_addr {
+    let metrics_addr = a.metrics_addr.or(f.metrics_addr);
+    if let Some(m) = metrics_addr {
         let same_ip =
             m.ip() == listen.ip() || m.ip().is_unspecified() || listen.ip().is_unspecified();
         if m.port() == listen.port() && same_ip {
+            let name = blame("--metrics-addr", a.metrics_addr.is_some(), "metrics_addr");
             return Err(format!(
-                "--metrics-addr {m} overlaps the listen address {listen}: pick another port"
+                "{name} {m} overlaps the listen address {listen}: pick another port"
             ));
         }
     }
-    if let Some(path) = &a.ca_file {
-        crate::tls::load_ca_file(path)?;
+    let ca_file = a.ca_file.clone().or(f.ca_file.clone());
+    if let Some(path) = &ca_file {
+        crate::tls::load_ca_file(path).map_err(|e| {
+            // The reason without the flag's name, under the name used.
+            let why = e.split_once(": ").map_or(e.as_str(), |(_, why)| why);
+            let name = blame("--ca-file", a.ca_file.is_some(), "ca_file");
+            format!("{name} {}: {why}", path.display())
+        })?;
+    }
+    if let Some(AccessLog::File(path)) = &f.access_log {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            // Only the file has this key (the flag comes with the log).
+            let name = blame("--access-log", false, "access_log");
+            return Err(format!(
+                "{name} {}: the directory {} does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
     }
     if let Some(b) = backends.iter().find(|b| reaches(b.addr, listen)) {
         return Err(format!(
@@ -246,34 +285,38 @@ fn build(a: Args) -> Result<Config, String> {
             b.label, b.addr
         ));
     }
+    let d = Timeouts::default();
+    let ft = &f.timeouts;
     Ok(Config {
         listen,
         backends,
-        strategy: a.strategy.or(file_strategy).unwrap_or(Strategy::RoundRobin),
-        mode: a.mode,
-        workers: a.workers.unwrap_or_else(cpu_count),
-        log_level: a.loglevel,
-        insecure: a.insecure,
-        trace: a.trace,
-        tls_trace: a.tls_trace,
-        pid_file: a.pid_file.map(absolute),
-        metrics_addr: a.metrics_addr,
+        strategy: a.strategy.or(f.strategy).unwrap_or(Strategy::RoundRobin),
+        mode: a.mode.or(f.mode).unwrap_or(Mode::Multi),
+        workers: a.workers.or(f.workers).unwrap_or_else(cpu_count),
+        log_level: a.loglevel.or(f.log_level).unwrap_or(LogLevel::Info),
+        insecure: a.insecure || f.insecure,
+        trace: a.trace || f.trace,
+        tls_trace: a.tls_trace || f.tls_trace,
+        pid_file: a.pid_file.or(f.pid_file).map(absolute),
+        metrics_addr,
         config_file: a.config.map(absolute),
-        ca_file: a.ca_file.map(absolute),
+        ca_file: ca_file.map(absolute),
         health,
-        timeouts: {
-            let d = Timeouts::default();
-            let f = file_timeouts;
-            Timeouts {
-                head: a.head_timeout_ms.or(f.head).unwrap_or(d.head),
-                body: a.body_timeout_ms.or(f.body).unwrap_or(d.body),
-                idle: a.idle_timeout_ms.or(f.idle).unwrap_or(d.idle),
-                connect: a.connect_timeout_ms.or(f.connect).unwrap_or(d.connect),
-                response: a.response_timeout_ms.or(f.response).unwrap_or(d.response),
-            }
+        timeouts: Timeouts {
+            head: a.head_timeout_ms.or(ft.head).unwrap_or(d.head),
+            body: a.body_timeout_ms.or(ft.body).unwrap_or(d.body),
+            idle: a.idle_timeout_ms.or(ft.idle).unwrap_or(d.idle),
+            connect: a.connect_timeout_ms.or(ft.connect).unwrap_or(d.connect),
+            response: a.response_timeout_ms.or(ft.response).unwrap_or(d.response),
         },
+        access_log: f.access_log.map(|log| match log {
+            AccessLog::File(p) => AccessLog::File(absolute(p)),
+            AccessLog::Stdout => AccessLog::Stdout,
+        }),
     })
 }
+
+const DEFAULT_PORT: u16 = 8080;
 
 /// Whether connecting to `backend` lands on a socket listening on `listen`.
 /// Only what is certain without asking the interfaces: the same address, or
@@ -305,6 +348,11 @@ fn from_clap(e: clap::Error) -> CliError {
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => CliError::Display(text),
         _ => {
+            // A value with a newline or escape in it must not break the line.
+            let text = match e.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(value)) => text.replace(value, &one_line(value)),
+                _ => text,
+            };
             let first = text
                 .lines()
                 .find(|l| !l.trim().is_empty())
@@ -316,8 +364,23 @@ fn from_clap(e: clap::Error) -> CliError {
                 .to_string();
             // clap puts these hints on later lines, which the one-line
             // contract would drop; keep them on the line.
-            if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
-                line.push_str(&format!(" (expected one of: {})", valid.join(", ")));
+            let valid = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(valid)) if !valid.is_empty() => Some(valid.join(", ")),
+                _ => None,
+            };
+            let arg = match e.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(arg)) => arg.as_str(),
+                _ => "",
+            };
+            match (valid, e.kind()) {
+                (Some(valid), _) => line.push_str(&format!(" (expected one of: {valid})")),
+                // A value parser already said what it expects.
+                (None, ErrorKind::ValueValidation) => {}
+                (None, _) => {
+                    if let Some(what) = expected_for(arg) {
+                        line.push_str(&format!(" (expected {what})"));
+                    }
+                }
             }
             if let Some(ContextValue::String(arg)) = e.get(ContextKind::SuggestedArg) {
                 line.push_str(&format!(" (did you mean '{arg}'?)"));
@@ -327,56 +390,46 @@ fn from_clap(e: clap::Error) -> CliError {
     }
 }
 
-fn parse_listen_port(s: &str) -> Result<u16, String> {
-    // Port 0 would give every SO_REUSEPORT worker socket a different port.
-    match s.parse::<u16>() {
-        Ok(0) | Err(_) => Err("expected a port number 1-65535".into()),
-        Ok(p) => Ok(p),
-    }
+/// Control characters (a newline in a value) escaped, so that the message
+/// stays one line.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_debug().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
-fn parse_listen_ip(s: &str) -> Result<IpAddr, String> {
-    let bare = s
-        .strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .unwrap_or(s);
-    bare.parse()
-        .map_err(|_| "expected an IPv4 or IPv6 address such as 0.0.0.0 or ::".into())
+/// What a flag takes, for "a value is required for '--port <PORT>'".
+/// `arg` is clap's rendering, `--port <PORT>`.
+fn expected_for(arg: &str) -> Option<&'static str> {
+    let long = arg.split(' ').next().unwrap_or(arg);
+    Some(match long {
+        "--port" => value::PORT,
+        "--host" => value::IP,
+        "--metrics-addr" => value::SOCKET,
+        "--workers" => value::COUNT,
+        "--backend" => "host:port, [v6addr]:port, http://host[:port] or https://host[:port]",
+        "--config" | "--pid-file" | "--ca-file" => value::PATH,
+        "--health-path" => "a path starting with '/'",
+        _ if long.ends_with("-ms") => value::MILLIS,
+        _ => return None,
+    })
 }
 
-fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
-    match s.parse::<SocketAddr>() {
-        Ok(a) if a.port() == 0 => Err("port must be 1-65535".into()),
-        Ok(a) => Ok(a),
-        Err(_) => Err("expected ADDR:PORT such as 127.0.0.1:9100 or [::1]:9100".into()),
-    }
-}
-
-fn parse_positive_usize(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err("expected a whole number ≥ 1".into()),
-    }
-}
-
-fn parse_ms(s: &str) -> Result<Duration, String> {
-    match s.parse::<u64>() {
-        Ok(0) => Err("must be at least 1 (milliseconds)".into()),
-        Ok(n) => Ok(Duration::from_millis(n)),
-        Err(_) => Err("expected a whole number of milliseconds ≥ 1".into()),
-    }
+/// A value parser from one of `value`'s, whose error says what is expected:
+/// clap shows it as "invalid value 'X' for '--flag <V>': expected ...".
+fn flag<T: 'static>(
+    parse: fn(&str) -> Result<T, &'static str>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |s| parse(s).map_err(|what| format!("expected {what}"))
 }
 
 fn parse_health_path(s: &str) -> Result<String, String> {
-    file::check_health_path(s).map(|()| s.to_string())
-}
-
-fn parse_path(s: &str) -> Result<PathBuf, String> {
-    if s.is_empty() {
-        return Err("empty file name".into());
-    }
-    Ok(PathBuf::from(s))
+    file::check_health_path(s)
+        .map(|()| s.to_string())
+        .map_err(str::to_string)
 }
 
 impl ValueEnum for Strategy {
@@ -617,12 +670,12 @@ mod tests {
             ),
             (
                 &["-b", "127.0.0.1:1", "-w", "0"],
-                "invalid value '0' for '--workers <N>': must be at least 1",
+                "invalid value '0' for '--workers <N>': expected a whole number, at least 1",
             ),
             (&["-b", "127.0.0.1:1", "-w", "many"], "'--workers <N>'"),
             (
                 &["-b", "127.0.0.1:1", "--health-interval-ms", "0"],
-                "'--health-interval-ms <N>': must be at least 1",
+                "invalid value '0' for '--health-interval-ms <N>': expected a whole number of milliseconds, at least 1",
             ),
             (
                 &["-b", "127.0.0.1:1", "--health-timeout-ms", "0"],
@@ -646,7 +699,7 @@ mod tests {
             ),
             (
                 &["-b", "127.0.0.1:1", "--response-timeout-ms", "-5"],
-                "unexpected argument '-5'",
+                "invalid value '-5' for '--response-timeout-ms <N>': expected a whole number of milliseconds",
             ),
             (
                 &["-b", "127.0.0.1:1", "--health-path", "health"],
@@ -685,7 +738,49 @@ mod tests {
                 &["-b", "127.0.0.1:1", "-H", "localhost"],
                 "'--host <ADDR>': expected an IPv4 or IPv6 address",
             ),
-            (&["-b", "127.0.0.1:1", "-p", "0"], "'--port <PORT>'"),
+            (
+                &["-b", "127.0.0.1:1", "-p", "0"],
+                "invalid value '0' for '--port <PORT>': expected a port number 1-65535",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "-p", "-1"],
+                "invalid value '-1' for '--port <PORT>': expected a port number 1-65535",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "-w", "-1"],
+                "invalid value '-1' for '--workers <N>': expected a whole number, at least 1",
+            ),
+            // A missing value says what the flag takes, and never lists an
+            // empty set of choices.
+            (
+                &["-b", "127.0.0.1:1", "-p"],
+                "a value is required for '--port <PORT>' but none was supplied (expected a port number 1-65535)",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "-H"],
+                "a value is required for '--host <ADDR>' but none was supplied (expected an IPv4 or IPv6 address",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--connect-timeout-ms"],
+                "(expected a whole number of milliseconds, at least 1)",
+            ),
+            (&["-b", "127.0.0.1:1", "-c"], "(expected a file name)"),
+            (
+                &["-b", "127.0.0.1:1", "-s"],
+                "a value is required for '--strategy <NAME>' but none was supplied (expected one of: round_robin,",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "-H", "0.0.0.0:8080"],
+                "invalid value '0.0.0.0:8080' for '--host <ADDR>': expected an address without a port",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--health-path", "/a\nb"],
+                "invalid value '/a\\nb' for '--health-path <PATH>': must not contain spaces",
+            ),
+            (
+                &["-b", "127.0.0.1:1", "--metrics-addr", "127.0.0.1:0"],
+                "expected ADDR:PORT with a port 1-65535",
+            ),
             (
                 &["-b", "127.0.0.1:1", "-s", "fastest"],
                 "invalid value 'fastest' for '--strategy <NAME>' (expected one of: round_robin, weighted, random, least_conn, sticky)",
@@ -724,6 +819,121 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// A scratch config file for one test.
+    fn scratch(test: &str, json: &str) -> (PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("lb-cli-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lb.json");
+        std::fs::write(&path, json).unwrap();
+        let p = path.to_str().unwrap().to_string();
+        (path, p)
+    }
+
+    #[test]
+    fn the_file_alone_is_a_complete_start() {
+        let (path, p) = scratch(
+            "complete",
+            r#"{"backends": [{"host": "127.0.0.1", "port": 1}],
+                "listen": "127.0.0.1", "port": 9000, "workers": 3, "mode": "sp",
+                "loglevel": "warn", "metrics_addr": "127.0.0.1:9100",
+                "pid_file": "lb.pid", "insecure": true, "trace": true, "tls_trace": true,
+                "access_log": "-"}"#,
+        );
+        let dir = path.parent().unwrap();
+        let c = parse(&["-c", &p]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            (c.workers, c.mode, c.log_level),
+            (3, Mode::Single, LogLevel::Warn)
+        );
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.pid_file, Some(dir.join("lb.pid")));
+        assert!(c.insecure && c.trace && c.tls_trace);
+        assert_eq!(c.access_log, Some(AccessLog::Stdout));
+        // Flags given explicitly win, key by key.
+        let c = parse(&[
+            "-c",
+            &p,
+            "-H",
+            "::1",
+            "-w",
+            "2",
+            "--mode",
+            "mp",
+            "-l",
+            "debug",
+            "--metrics-addr",
+            "[::1]:9200",
+            "--pid-file",
+            "/run/cli.pid",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(
+            (c.workers, c.mode, c.log_level),
+            (2, Mode::Multi, LogLevel::Debug)
+        );
+        assert_eq!(c.metrics_addr, Some("[::1]:9200".parse().unwrap()));
+        assert_eq!(c.pid_file, Some(PathBuf::from("/run/cli.pid")));
+        let c = parse(&["-c", &p, "-p", "9001"]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9001".parse().unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn merged_values_are_checked_under_the_name_that_set_them() {
+        let (path, p) = scratch(
+            "merged",
+            r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "port": 9000,
+                "metrics_addr": "127.0.0.1:9000"}"#,
+        );
+        let line = invalid(&["-c", &p]);
+        assert_eq!(
+            line,
+            format!(
+                "config {p}: metrics_addr 127.0.0.1:9000 overlaps the listen address 0.0.0.0:9000: pick another port"
+            )
+        );
+        // The flag moves the listener away from the file's metrics port.
+        assert!(parse(&["-c", &p, "-p", "9001"]).is_ok());
+        let line = invalid(&["-c", &p, "-p", "9001", "--metrics-addr", "0.0.0.0:9001"]);
+        assert!(
+            line.starts_with("--metrics-addr 0.0.0.0:9001 overlaps"),
+            "{line}"
+        );
+
+        let write = |json: &str| std::fs::write(&path, json).unwrap();
+        write(r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "ca_file": "missing.pem"}"#);
+        let line = invalid(&["-c", &p]);
+        let ca = path.parent().unwrap().join("missing.pem");
+        assert!(
+            line.starts_with(&format!(
+                "config {p}: ca_file {}: cannot read",
+                ca.display()
+            )),
+            "{line}"
+        );
+        let line = invalid(&["-b", "127.0.0.1:1", "--ca-file", "/nonexistent.pem"]);
+        assert!(
+            line.starts_with("--ca-file /nonexistent.pem: cannot read"),
+            "{line}"
+        );
+        write(
+            r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "access_log": "/nonexistent/a.log"}"#,
+        );
+        assert_eq!(
+            invalid(&["-c", &p]),
+            format!(
+                "config {p}: access_log /nonexistent/a.log: the directory /nonexistent does not exist"
+            )
+        );
+        write(r#"{"backends": [{"host": "127.0.0.1", "port": 8080}], "listen": "127.0.0.1"}"#);
+        assert!(
+            invalid(&["-c", &p]).contains("is this balancer's own listen address 127.0.0.1:8080")
+        );
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]
@@ -801,7 +1011,7 @@ mod tests {
         .unwrap();
         let line = invalid(&["-c", p]);
         assert!(
-            line.starts_with(&format!("config {p}: unknown variant `fast`")),
+            line.starts_with(&format!("config {p}: strategy: unknown variant `fast`")),
             "{line}"
         );
         assert!(line.ends_with("at line 2 column 18"), "{line}");

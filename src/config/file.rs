@@ -4,26 +4,45 @@
 //! state and no defaults, so the hot reloader can call [`load`] again and the
 //! caller (`cli::parse_from`) decides how explicit flags override it.
 
-use std::num::{NonZeroU16, NonZeroU32, NonZeroU64};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::Strategy;
 use rustls::pki_types::ServerName;
 
+use super::value::{Count, FileName, Ip, Millis, Port, Socket};
+use super::{AccessLog, LogLevel, Mode, Strategy};
 use crate::upstream::{self, Backend, BackendId, ClientCert, HostHeader, TlsOptions};
 
-/// A valid config file. `None` means "not in the file": the command line or
-/// the built-in default applies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A valid config file. `None` (or `false`) means "not in the file": the
+/// command line or the built-in default applies. Every key but `backends`
+/// mirrors a flag of SPEC §1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileConfig {
     /// Non-empty, resolved; `backends[i].id == BackendId(i)`.
     pub backends: Vec<Backend>,
     pub strategy: Option<Strategy>,
     pub health: FileHealth,
     pub timeouts: FileTimeouts,
+    /// `listen`: the address part of the listen socket (`-H`).
+    pub listen: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub workers: Option<usize>,
+    pub mode: Option<Mode>,
+    pub log_level: Option<LogLevel>,
+    pub metrics_addr: Option<SocketAddr>,
+    /// Paths as written; [`load`] makes relative ones relative to the
+    /// file's directory.
+    pub pid_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub access_log: Option<AccessLog>,
+    /// The switches (`-k`, `-t`, `--tls-trace`): a flag can only turn one
+    /// on, so `false` and absent mean the same.
+    pub insecure: bool,
+    pub trace: bool,
+    pub tls_trace: bool,
 }
 
 /// The file's timeout keys (`head_timeout_ms`, ...); every one optional.
@@ -47,13 +66,21 @@ pub struct FileHealth {
 }
 
 /// Reads and validates the file. The error is one line naming the file, and
-/// for JSON and value errors the line and column.
+/// for JSON and value errors the key and the line and column. Relative
+/// paths in the file are taken from the file's directory, as an operator
+/// who keeps a config beside its certificates expects.
 pub fn load(path: &Path) -> Result<FileConfig, String> {
     let name = path.display();
     let bytes = std::fs::read(path)
         .map_err(|e| format!("config {name}: cannot read: {}", io_reason(&e)))?;
     let mut config = parse(&bytes).map_err(|e| format!("config {name}: {e}"))?;
     let dir = path.parent().unwrap_or(Path::new(""));
+    for p in [&mut config.pid_file, &mut config.ca_file] {
+        *p = p.take().map(|p| dir.join(p));
+    }
+    if let Some(AccessLog::File(p)) = &mut config.access_log {
+        *p = dir.join(&*p);
+    }
     check_tls_files(&mut config.backends, dir).map_err(|e| format!("config {name}: {e}"))?;
     Ok(config)
 }
@@ -95,7 +122,9 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
             return Err("the top level must be a JSON object: {\"backends\": [...]}".into());
         }
     }
-    let raw: JsonFile = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let raw: JsonFile = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    de.end().map_err(|e| e.to_string())?;
     let backends = raw
         .backends
         .iter()
@@ -106,7 +135,7 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
                 Some(JsonHostHeader::Preserve) => HostHeader::Preserve,
                 Some(JsonHostHeader::Backend) => HostHeader::Backend,
             };
-            let weight = b.weight.map_or(upstream::DEFAULT_WEIGHT, NonZeroU32::get);
+            let weight = b.weight.map_or(upstream::DEFAULT_WEIGHT, Count::get);
             let mut backend = upstream::backend_from_parts(
                 &b.host,
                 b.port.get(),
@@ -121,7 +150,7 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     let health = raw.health.unwrap_or_default();
-    let ms = |v: Option<NonZeroU64>| v.map(|n| Duration::from_millis(n.get()));
+    let ms = |v: Option<Millis>| v.map(Millis::get);
     Ok(FileConfig {
         backends,
         strategy: raw.strategy.map(|s| match s {
@@ -135,8 +164,8 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
             path: health.path,
             interval: ms(health.interval_ms),
             timeout: ms(health.timeout_ms),
-            unhealthy_threshold: health.unhealthy_threshold.map(NonZeroU32::get),
-            healthy_threshold: health.healthy_threshold.map(NonZeroU32::get),
+            unhealthy_threshold: health.unhealthy_threshold.map(Count::get),
+            healthy_threshold: health.healthy_threshold.map(Count::get),
         },
         timeouts: FileTimeouts {
             head: ms(raw.head_timeout_ms),
@@ -145,6 +174,30 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
             connect: ms(raw.connect_timeout_ms),
             response: ms(raw.response_timeout_ms),
         },
+        listen: raw.listen.map(|ip| ip.0),
+        port: raw.port.map(Port::get),
+        // A u32 count fits a usize on every target we build for.
+        workers: raw.workers.map(|n| n.get() as usize),
+        mode: raw.mode.map(|m| match m {
+            JsonMode::Mp => Mode::Multi,
+            JsonMode::Sp => Mode::Single,
+        }),
+        log_level: raw.loglevel.map(|l| match l {
+            JsonLogLevel::Err => LogLevel::Err,
+            JsonLogLevel::Warn => LogLevel::Warn,
+            JsonLogLevel::Info => LogLevel::Info,
+            JsonLogLevel::Debug => LogLevel::Debug,
+        }),
+        metrics_addr: raw.metrics_addr.map(|a| a.0),
+        pid_file: raw.pid_file.map(|f| f.0),
+        ca_file: raw.ca_file.map(|f| f.0),
+        access_log: raw.access_log.map(|f| match f.0.as_os_str() == "-" {
+            true => AccessLog::Stdout,
+            false => AccessLog::File(f.0),
+        }),
+        insecure: raw.insecure.unwrap_or(false),
+        trace: raw.trace.unwrap_or(false),
+        tls_trace: raw.tls_trace.unwrap_or(false),
     })
 }
 
@@ -183,17 +236,69 @@ fn tls_options(b: &JsonBackend, tls: bool) -> Result<TlsOptions, String> {
 
 /// The probe path goes verbatim into a request line, so it must be an
 /// origin-form path without spaces or control characters.
-pub fn check_health_path(path: &str) -> Result<(), String> {
+pub fn check_health_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
-        return Err(format!("health path '{path}' must start with '/'"));
+        return Err("must start with '/'");
     }
     if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(format!(
-            "health path '{}' must not contain spaces or control characters",
-            path.escape_debug()
-        ));
+        return Err("must not contain spaces or control characters");
     }
     Ok(())
+}
+
+/// One line from a serde error: the key path in front (`health.timeout_ms:
+/// ...`), an unknown key with the nearest known one, and serde_json's
+/// line and column at the end.
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let text = inner.to_string();
+    if inner.line() == 0 {
+        return text;
+    }
+    let at = format!(" at line {} column {}", inner.line(), inner.column());
+    let message = text.strip_suffix(&at).unwrap_or(&text);
+    let message = match message.strip_prefix("unknown field `") {
+        Some(rest) => unknown_key(&path, rest),
+        // "." is the top level, "?" a syntax error before any key.
+        None if path == "." || path == "?" => message.to_string(),
+        None => format!("{path}: {message}"),
+    };
+    format!("{message}{at}")
+}
+
+/// `rest` is serde's "X`, expected `a`, `b` ..." after "unknown field `".
+fn unknown_key(path: &str, rest: &str) -> String {
+    let mut names = rest.split('`').step_by(2);
+    let field = names.next().unwrap_or_default();
+    let known: Vec<&str> = names.collect();
+    let parent = path.strip_suffix(field).unwrap_or("");
+    let hint = match known.iter().min_by_key(|k| edit_distance(field, k)) {
+        Some(near) if edit_distance(field, near) <= 2 => {
+            format!("did you mean \"{parent}{near}\"?")
+        }
+        _ if known.is_empty() => "this object takes no keys".to_string(),
+        _ => format!("expected one of: {}", known.join(", ")),
+    };
+    format!("unknown key \"{path}\" ({hint})")
+}
+
+/// Levenshtein distance, for "did you mean" on short key names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// `io::Error`'s text without the " (os error N)" tail: the line is for people.
@@ -215,19 +320,31 @@ struct JsonFile {
     backends: Vec<JsonBackend>,
     strategy: Option<JsonStrategy>,
     health: Option<JsonHealth>,
-    head_timeout_ms: Option<NonZeroU64>,
-    body_timeout_ms: Option<NonZeroU64>,
-    idle_timeout_ms: Option<NonZeroU64>,
-    connect_timeout_ms: Option<NonZeroU64>,
-    response_timeout_ms: Option<NonZeroU64>,
+    head_timeout_ms: Option<Millis>,
+    body_timeout_ms: Option<Millis>,
+    idle_timeout_ms: Option<Millis>,
+    connect_timeout_ms: Option<Millis>,
+    response_timeout_ms: Option<Millis>,
+    listen: Option<Ip>,
+    port: Option<Port>,
+    workers: Option<Count>,
+    mode: Option<JsonMode>,
+    loglevel: Option<JsonLogLevel>,
+    metrics_addr: Option<Socket>,
+    pid_file: Option<FileName>,
+    insecure: Option<bool>,
+    ca_file: Option<FileName>,
+    trace: Option<bool>,
+    tls_trace: Option<bool>,
+    access_log: Option<FileName>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonBackend {
     host: String,
-    port: NonZeroU16,
-    weight: Option<NonZeroU32>,
+    port: Port,
+    weight: Option<Count>,
     host_header: Option<JsonHostHeader>,
     #[serde(default, deserialize_with = "pem_path")]
     ca_file: Option<PathBuf>,
@@ -244,10 +361,10 @@ struct JsonBackend {
 struct JsonHealth {
     #[serde(default, deserialize_with = "health_path")]
     path: Option<String>,
-    interval_ms: Option<NonZeroU64>,
-    timeout_ms: Option<NonZeroU64>,
-    unhealthy_threshold: Option<NonZeroU32>,
-    healthy_threshold: Option<NonZeroU32>,
+    interval_ms: Option<Millis>,
+    timeout_ms: Option<Millis>,
+    unhealthy_threshold: Option<Count>,
+    healthy_threshold: Option<Count>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -262,6 +379,22 @@ enum JsonStrategy {
 
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
+enum JsonMode {
+    Mp,
+    Sp,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum JsonLogLevel {
+    Err,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
 enum JsonHostHeader {
     Preserve,
     Backend,
@@ -271,7 +404,7 @@ fn non_empty_backends<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<JsonBackend
     let v = Vec::<JsonBackend>::deserialize(d)?;
     if v.is_empty() {
         return Err(de::Error::custom(
-            "\"backends\" is empty: list at least one backend",
+            "the list is empty: give at least one backend",
         ));
     }
     Ok(v)
@@ -302,13 +435,15 @@ fn sni_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
 
 fn health_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let path = String::deserialize(d)?;
-    check_health_path(&path).map_err(de::Error::custom)?;
+    check_health_path(&path)
+        .map_err(|why| de::Error::custom(format!("'{}' {why}", path.escape_debug())))?;
     Ok(Some(path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn err(json: &str) -> String {
         parse(json.as_bytes()).expect_err(json)
@@ -356,11 +491,84 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_has_a_key() {
+        let json = r#"{
+          "backends": [{"host": "127.0.0.1", "port": 9001}],
+          "listen": "::1", "port": 9000, "workers": 3, "mode": "sp",
+          "loglevel": "debug", "strategy": "sticky",
+          "metrics_addr": "[::1]:9100", "pid_file": "/run/lb.pid",
+          "insecure": true, "ca_file": "ca.pem", "trace": true, "tls_trace": false,
+          "access_log": "-",
+          "head_timeout_ms": 1, "body_timeout_ms": 2, "idle_timeout_ms": 3,
+          "connect_timeout_ms": 4, "response_timeout_ms": 5,
+          "health": {"path": "/h", "interval_ms": 6, "timeout_ms": 7,
+                     "unhealthy_threshold": 8, "healthy_threshold": 9}
+        }"#;
+        let c = parse(json.as_bytes()).unwrap();
+        let ms = |n| Some(Duration::from_millis(n));
+        let want = FileConfig {
+            backends: c.backends.clone(),
+            strategy: Some(Strategy::Sticky),
+            health: FileHealth {
+                path: Some("/h".into()),
+                interval: ms(6),
+                timeout: ms(7),
+                unhealthy_threshold: Some(8),
+                healthy_threshold: Some(9),
+            },
+            timeouts: FileTimeouts {
+                head: ms(1),
+                body: ms(2),
+                idle: ms(3),
+                connect: ms(4),
+                response: ms(5),
+            },
+            listen: Some("::1".parse().unwrap()),
+            port: Some(9000),
+            workers: Some(3),
+            mode: Some(Mode::Single),
+            log_level: Some(LogLevel::Debug),
+            metrics_addr: Some("[::1]:9100".parse().unwrap()),
+            pid_file: Some("/run/lb.pid".into()),
+            ca_file: Some("ca.pem".into()),
+            access_log: Some(AccessLog::Stdout),
+            insecure: true,
+            trace: true,
+            tls_trace: false,
+        };
+        assert_eq!(c, want);
+        // Each enum value by its name; null means "not set".
+        for (mode, want) in [("mp", Mode::Multi), ("sp", Mode::Single)] {
+            let c = parse(with(&format!(r#""mode": "{mode}""#)).as_bytes()).unwrap();
+            assert_eq!(c.mode, Some(want));
+        }
+        for level in [
+            LogLevel::Err,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+        ] {
+            let c = parse(with(&format!(r#""loglevel": "{}""#, level.name())).as_bytes());
+            assert_eq!(c.unwrap().log_level, Some(level));
+        }
+        let c = parse(with(r#""listen": "[::]", "port": null, "access_log": "./-""#).as_bytes());
+        let c = c.unwrap();
+        assert_eq!(c.listen, Some("::".parse().unwrap()));
+        assert_eq!(c.port, None);
+        assert_eq!(c.access_log, Some(AccessLog::File("./-".into())));
+    }
+
+    #[test]
     fn only_backends_is_required() {
         let c = parse(br#"{"backends":[{"host":"::1","port":80}]}"#).unwrap();
         assert_eq!(c.backends[0].label, "[::1]:80");
         assert_eq!(c.strategy, None);
         assert_eq!(c.health, FileHealth::default());
+    }
+
+    /// A valid file with `extra` keys added at the top level.
+    fn with(extra: &str) -> String {
+        format!(r#"{{"backends": [{{"host": "127.0.0.1", "port": 1}}], {extra}}}"#)
     }
 
     #[test]
@@ -375,62 +583,65 @@ mod tests {
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1},]}"#,
                 "trailing comma at line 1 column 48",
             ),
-            ("{\n \"backends\": [],\n}", "\"backends\" is empty"),
+            (
+                "{\n \"backends\": [],\n}",
+                "backends: the list is empty: give at least one backend at line 2 column 15",
+            ),
             (
                 r#"{"strategy": "random"}"#,
                 "missing field `backends` at line 1 column 22",
             ),
             (
                 "{\"backends\": [{\"host\": \"127.0.0.1\", \"port\": 1}],\n  \"stratgy\": \"random\"}",
-                "unknown field `stratgy`, expected one of `backends`, `strategy`, `health`, `head_timeout_ms`",
+                "unknown key \"stratgy\" (did you mean \"strategy\"?) at line 2 column 11",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1, "wieght": 2}]}"#,
-                "unknown field `wieght`",
+                "unknown key \"backends[0].wieght\" (did you mean \"backends[0].weight\"?)",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"pth": "/"}}"#,
-                "unknown field `pth`",
+                "unknown key \"health.pth\" (did you mean \"health.path\"?)",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 0}]}"#,
-                "expected a nonzero u16 at line 1 column 45",
+                "backends[0].port: invalid value: integer `0`, expected a port number 1-65535 at line 1 column 45",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 70000}]}"#,
-                "70000",
+                "backends[0].port: invalid value: integer `70000`, expected a port number 1-65535",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": "80"}]}"#,
-                "invalid type: string \"80\"",
+                "backends[0].port: invalid type: string \"80\", expected a port number",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1, "weight": 0}]}"#,
-                "line 1 column 58",
+                "backends[0].weight: invalid value: integer `0`, expected a whole number, at least 1 at line 1 column 58",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "strategy": "fastest"}"#,
-                "unknown variant `fastest`",
+                "strategy: unknown variant `fastest`, expected one of `round_robin`",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1, "host_header": "auto"}]}"#,
-                "unknown variant `auto`",
+                "backends[0].host_header: unknown variant `auto`",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"path": "health"}}"#,
-                "must start with '/' at line 1",
+                "health.path: 'health' must start with '/' at line 1",
             ),
             (
-                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"path": "/a b"}}"#,
-                "spaces",
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"path": "/a\tb"}}"#,
+                "health.path: '/a\\tb' must not contain spaces",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"interval_ms": 0}}"#,
-                "line 1 column",
+                "health.interval_ms: invalid value: integer `0`, expected a whole number of milliseconds, at least 1 at line 1 column",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "health": {"healthy_threshold": 0}}"#,
-                "line 1 column",
+                "health.healthy_threshold: invalid value: integer `0`, expected a whole number",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "backends": []}"#,
@@ -486,7 +697,109 @@ mod tests {
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 443, "ca-file": "x"}]}"#,
-                "unknown field `ca-file`",
+                "unknown key \"backends[0].ca-file\" (did you mean \"backends[0].ca_file\"?)",
+            ),
+            // The keys beside backends: each named when its value is wrong.
+            (
+                &with(r#""listen": "0.0.0.0:8080""#),
+                "listen: invalid value: string \"0.0.0.0:8080\", expected an address without a port",
+            ),
+            (
+                &with(r#""listen": "localhost""#),
+                "listen: invalid value: string \"localhost\", expected an IPv4 or IPv6 address",
+            ),
+            (
+                &with(r#""listen": 0"#),
+                "listen: invalid type: integer `0`, expected an IPv4 or IPv6",
+            ),
+            (
+                &with(r#""port": 0"#),
+                "port: invalid value: integer `0`, expected a port number 1-65535",
+            ),
+            (
+                &with(r#""port": 65536"#),
+                "port: invalid value: integer `65536`",
+            ),
+            (
+                &with(r#""workers": 0"#),
+                "workers: invalid value: integer `0`, expected a whole number, at least 1",
+            ),
+            (
+                &with(r#""workers": -2"#),
+                "workers: invalid value: integer `-2`",
+            ),
+            (
+                &with(r#""workers": 1.5"#),
+                "workers: invalid type: floating point `1.5`",
+            ),
+            (
+                &with(r#""mode": "threads""#),
+                "mode: unknown variant `threads`, expected `mp` or `sp`",
+            ),
+            (
+                &with(r#""loglevel": "trace""#),
+                "loglevel: unknown variant `trace`, expected one of `err`, `warn`, `info`, `debug`",
+            ),
+            (
+                &with(r#""log_level": "info""#),
+                "unknown key \"log_level\" (did you mean \"loglevel\"?)",
+            ),
+            (
+                &with(r#""metrics_addr": "9100""#),
+                "metrics_addr: invalid value: string \"9100\", expected ADDR:PORT such as",
+            ),
+            (
+                &with(r#""metrics_addr": "127.0.0.1:0""#),
+                "metrics_addr: invalid value: string \"127.0.0.1:0\", expected ADDR:PORT with a port 1-65535",
+            ),
+            (
+                &with(r#""pid_file": """#),
+                "pid_file: invalid value: string \"\", expected a file name",
+            ),
+            (
+                &with(r#""pid_file": 1"#),
+                "pid_file: invalid type: integer `1`, expected a file name",
+            ),
+            (
+                &with(r#""ca_file": """#),
+                "ca_file: invalid value: string \"\", expected a file name",
+            ),
+            (
+                &with(r#""access_log": """#),
+                "access_log: invalid value: string \"\", expected a file name",
+            ),
+            (
+                &with(r#""insecure": "yes""#),
+                "insecure: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                &with(r#""trace": 1"#),
+                "trace: invalid type: integer `1`, expected a boolean",
+            ),
+            (
+                &with(r#""tls_trace": 1"#),
+                "tls_trace: invalid type: integer `1`, expected a boolean",
+            ),
+            (
+                &with(r#""head_timeout_ms": 0"#),
+                "head_timeout_ms: invalid value: integer `0`, expected a whole number of milliseconds",
+            ),
+            (
+                &with(r#""response_timeout_ms": "5s""#),
+                "response_timeout_ms: invalid type: string \"5s\"",
+            ),
+            (
+                &with(r#""frobnicate": 1"#),
+                "unknown key \"frobnicate\" (expected one of: backends, strategy, health, head_timeout_ms",
+            ),
+            (&with(r#""port": 1, "port": 2"#), "duplicate field `port`"),
+            (
+                &with(r#""health": {"path": "/", "x": 1}"#),
+                "unknown key \"health.x\" (expected one of: path, interval_ms",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}]} {}"#,
+                "trailing characters at line 1 column 50",
             ),
             (" [1]", "must be a JSON object"),
             ("1", "must be a JSON object"),
@@ -496,7 +809,7 @@ mod tests {
             ),
         ];
         let mut wrong = Vec::new();
-        for &(json, fragment) in table {
+        for (json, fragment) in table {
             let e = err(json);
             if !e.contains(fragment) || e.contains('\n') {
                 wrong.push(format!("{json}\n  gave: {e}"));
@@ -525,7 +838,7 @@ mod tests {
         .unwrap();
         let e = load(&bad).unwrap_err();
         assert!(
-            e.starts_with(&format!("config {}: unknown field `x`", bad.display())),
+            e.starts_with(&format!("config {}: unknown key \"x\"", bad.display())),
             "{e}"
         );
         assert!(e.ends_with("at line 3 column 5"), "{e}");
@@ -534,6 +847,20 @@ mod tests {
         assert_eq!(load(&good).unwrap().backends.len(), 1);
         // A second load of the same file gives the same result (reload).
         assert_eq!(load(&good).unwrap(), load(&good).unwrap());
+        // Relative paths are taken from the file's directory.
+        std::fs::write(
+            &good,
+            r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "pid_file": "run/lb.pid",
+                "ca_file": "/etc/ca.pem", "access_log": "log/access.log"}"#,
+        )
+        .unwrap();
+        let c = load(&good).unwrap();
+        assert_eq!(c.pid_file, Some(dir.join("run/lb.pid")));
+        assert_eq!(c.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            c.access_log,
+            Some(AccessLog::File(dir.join("log/access.log")))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -5,8 +5,12 @@
 //! reads only this type and never argv. Nothing here does I/O except reading
 //! the config file and resolving backend host names, both in `parse_from`.
 
+pub mod check;
 pub mod cli;
 pub mod file;
+pub mod value;
+
+use std::fmt;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -162,4 +166,165 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
+    /// The `access_log` file key, validated and kept for the access log,
+    /// which this version does not write yet (start-up warns).
+    pub access_log: Option<AccessLog>,
+}
+
+/// Where the access log goes (`"access_log"`: a path, or `-` for stdout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    File(PathBuf),
+}
+
+impl AccessLog {
+    /// `-` or the path, as the file spells it.
+    pub fn name(&self) -> String {
+        match self {
+            AccessLog::Stdout => "-".into(),
+            AccessLog::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// A setting that differs between two configs but is only taken up by a
+/// start (or, for a higher worker count, a binary upgrade): a reload must
+/// report it rather than pretend to apply it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartChange {
+    /// The config file key.
+    pub key: &'static str,
+    pub running: String,
+    pub wanted: String,
+}
+
+impl fmt::Display for RestartChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} -> {}", self.key, self.running, self.wanted)
+    }
+}
+
+impl Config {
+    /// The settings of `wanted` that a reload cannot apply to a process
+    /// running `self`: the listening sockets (`listen`, `port`,
+    /// `metrics_addr`) are bound once by the master and handed over as they
+    /// are on SIGUSR2; `workers` and `mode` shape the process tree.
+    /// Empty when a reload can apply everything.
+    pub fn restart_only_changes(&self, wanted: &Config) -> Vec<RestartChange> {
+        let workers = |c: &Config| match c.mode {
+            Mode::Multi => c.workers.to_string(),
+            // sp runs one worker whatever -w says.
+            Mode::Single => "1".to_string(),
+        };
+        let metrics = |c: &Config| c.metrics_addr.map_or("off".into(), |a| a.to_string());
+        let pairs = [
+            (
+                "listen",
+                self.listen.ip().to_string(),
+                wanted.listen.ip().to_string(),
+            ),
+            (
+                "port",
+                self.listen.port().to_string(),
+                wanted.listen.port().to_string(),
+            ),
+            ("workers", workers(self), workers(wanted)),
+            ("mode", self.mode.name().into(), wanted.mode.name().into()),
+            ("metrics_addr", metrics(self), metrics(wanted)),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, running, wanted)| running != wanted)
+            .map(|(key, running, wanted)| RestartChange {
+                key,
+                running,
+                wanted,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let argv = ["load_balancer", "-b", "127.0.0.1:1"].iter().chain(args);
+        cli::parse_from(argv).expect("valid command line")
+    }
+
+    fn changed(from: &[&str], to: &[&str]) -> Vec<String> {
+        config(from)
+            .restart_only_changes(&config(to))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn restart_only_keys_are_listed_when_they_differ() {
+        let none: [&str; 0] = [];
+        assert_eq!(changed(&["-w", "2"], &["-w", "2"]), none);
+        // What a reload can apply is not listed.
+        let reloadable = [
+            "-s",
+            "random",
+            "-l",
+            "debug",
+            "-t",
+            "--health-path",
+            "/h",
+            "--idle-timeout-ms",
+            "5",
+            "-k",
+            "--tls-trace",
+        ];
+        assert_eq!(
+            changed(&["-w", "2"], &[&["-w", "2"][..], &reloadable].concat()),
+            none
+        );
+        let table: &[(&[&str], &[&str], &[&str])] = &[
+            (&["-p", "8080"], &["-p", "9090"], &["port 8080 -> 9090"]),
+            (&["-H", "0.0.0.0"], &["-H", "::"], &["listen 0.0.0.0 -> ::"]),
+            (&["-w", "2"], &["-w", "4"], &["workers 2 -> 4"]),
+            (
+                &["-w", "2"],
+                &["-w", "2", "--mode", "sp"],
+                &["workers 2 -> 1", "mode mp -> sp"],
+            ),
+            // sp runs one worker whatever -w says.
+            (
+                &["--mode", "sp", "-w", "2"],
+                &["--mode", "sp", "-w", "8"],
+                &[],
+            ),
+            (
+                &[],
+                &["--metrics-addr", "127.0.0.1:9100"],
+                &["metrics_addr off -> 127.0.0.1:9100"],
+            ),
+            (
+                &["-w", "1", "-p", "1000", "-H", "127.0.0.1"],
+                &["-w", "3", "-p", "2000", "-H", "::1"],
+                &[
+                    "listen 127.0.0.1 -> ::1",
+                    "port 1000 -> 2000",
+                    "workers 1 -> 3",
+                ],
+            ),
+        ];
+        for &(from, to, want) in table {
+            assert_eq!(changed(from, to), want, "{from:?} -> {to:?}");
+        }
+        let c = config(&["-p", "11"]).restart_only_changes(&config(&["-p", "12"]));
+        assert_eq!(
+            c,
+            [RestartChange {
+                key: "port",
+                running: "11".into(),
+                wanted: "12".into()
+            }]
+        );
+    }
 }

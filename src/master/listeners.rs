@@ -59,8 +59,11 @@ pub fn adopt_all(
         && listen.port() != 0
     {
         crate::warn!(
-            "the handed-over sockets listen on {:?}, not on {listen}: a new address needs a restart",
-            first.listen.local_addr().ok()
+            "the handed-over sockets listen on {}, not on {listen}: a new address needs a restart",
+            first
+                .listen
+                .local_addr()
+                .map_or("an unknown address".to_string(), |a| a.to_string())
         );
     }
     if inherited.len() > slots {

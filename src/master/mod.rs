@@ -25,6 +25,7 @@ use nix::sys::signal::{self as nix_signal, Signal as NixSignal};
 use nix::unistd::Pid;
 
 use crate::config::Config;
+use crate::config::value::duration_text;
 use crate::metrics::Metrics;
 use crate::signals::{Signal, Signals};
 use listeners::SlotSockets;
@@ -305,7 +306,8 @@ impl Master<'_> {
         self.launch_successor(now, now + EXEC_BUSY_LIMIT);
         if matches!(self.phase, Phase::Launching { .. }) {
             crate::info!(
-                "upgrade: the binary is still open for writing; retrying for up to {EXEC_BUSY_LIMIT:?}"
+                "upgrade: the binary is still open for writing; retrying for up to {}",
+                duration_text(EXEC_BUSY_LIMIT)
             );
         }
     }
@@ -369,7 +371,8 @@ impl Master<'_> {
                 let verdict = match successor.try_wait() {
                     Ok(Some(status)) => Some(Err(format!("the new master exited: {status}"))),
                     _ if now >= deadline => Some(Err(format!(
-                        "the new master was not serving after {UPGRADE_LIMIT:?}"
+                        "the new master was not serving after {}",
+                        duration_text(UPGRADE_LIMIT)
                     ))),
                     _ => match nonblocking_read(&mut ready, &mut byte) {
                         Some(1) => Some(Ok(())),
@@ -478,7 +481,8 @@ impl Master<'_> {
                 }
                 if now >= deadline {
                     crate::warn!(
-                        "master: workers still running after {STOP_LIMIT:?}, killing them"
+                        "master: workers still running after {}, killing them",
+                        duration_text(STOP_LIMIT)
                     );
                     self.signal_workers(NixSignal::SIGKILL);
                     if let Some(successor) = &successor {

@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 
 use super::listeners::SlotSockets;
 use super::{Master, spawn};
+use crate::config::value::duration_text;
 
 /// A worker that lived this long was healthy: its next death respawns at once.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -121,7 +122,11 @@ impl Master<'_> {
         };
         for (i, pid, status) in died {
             let delay = cap(backoff(self.slots[i].crashes));
-            crate::warn!("worker {i} (pid {pid}) died: {status}; respawning in {delay:?}");
+            let when = match delay.is_zero() {
+                true => "now".to_string(),
+                false => format!("in {}", duration_text(delay)),
+            };
+            crate::warn!("worker {i} (pid {pid}) died: {status}; respawning {when}");
             self.slots[i].respawn_at = Some(now + delay);
         }
         if alone {
@@ -166,7 +171,10 @@ impl Master<'_> {
                 Err(e) => {
                     slot.crashes += 1;
                     let delay = backoff(slot.crashes).max(Duration::from_millis(250));
-                    crate::error!("master: cannot start worker {i}: {e}; retrying in {delay:?}");
+                    crate::error!(
+                        "master: cannot start worker {i}: {e}; retrying in {}",
+                        duration_text(delay)
+                    );
                     slot.respawn_at = Some(now + delay);
                 }
             }

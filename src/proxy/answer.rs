@@ -26,16 +26,16 @@ impl Session {
         }
         match e.status() {
             500.. => crate::warn!(
-                "answered {} to {}: {:?}",
+                "answered {} to {}: {}",
                 e.status(),
                 self.client_ip_str(),
-                e
+                e.reason()
             ),
             _ => crate::debug!(
-                "answered {} to {}: {:?}",
+                "answered {} to {}: {}",
                 e.status(),
                 self.client_ip_str(),
-                e
+                e.reason()
             ),
         }
         cx.heads.lend(&mut self.outhead);

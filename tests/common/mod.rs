@@ -131,6 +131,14 @@ impl Lb {
         panic!("load balancer {args:?} found no free port:\n{last_log}");
     }
 
+    /// Runs the binary with exactly `args`, which must make it listen on
+    /// `port` (through a config file, say), and waits as `start` does. The
+    /// error is the reason with the captured stderr.
+    pub fn start_exact(args: &[&str], port: u16) -> Result<Lb, String> {
+        let binary = Path::new(env!("CARGO_BIN_EXE_load_balancer"));
+        Lb::spawn_exact(binary, port, args)
+    }
+
     fn spawn(binary: &Path, port: u16, args: &[&str]) -> Result<Lb, String> {
         let port_text = port.to_string();
         let mut full = vec!["-H", "127.0.0.1", "-p", port_text.as_str()];
@@ -138,8 +146,12 @@ impl Lb {
             full.extend(["--mode", "sp"]);
         }
         full.extend_from_slice(args);
+        Lb::spawn_exact(binary, port, &full)
+    }
+
+    fn spawn_exact(binary: &Path, port: u16, full: &[&str]) -> Result<Lb, String> {
         let mut child = spawn_retrying_busy(|| {
-            lb_command(binary, &full)
+            lb_command(binary, full)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
