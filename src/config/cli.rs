@@ -41,6 +41,7 @@ the file's other settings.";
 #[command(
     name = "load_balancer",
     version,
+    long_version = crate::build_info::LONG_VERSION,
     about = "HTTP/1.1 load balancer daemon",
     after_help = AFTER_HELP,
     color = ColorChoice::Never,
@@ -164,6 +165,11 @@ struct Args {
     /// Extra trusted CAs for TLS backends (PEM bundle), added to the built-in roots
     #[arg(long, value_name = "PEM", value_parser = parse_path, help_heading = "TLS")]
     ca_file: Option<PathBuf>,
+}
+
+/// The clap definition, for the man page and completions (`generate.rs`).
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 /// Parses `args` (argv[0] first), reads `-c FILE` if given, resolves backend
