@@ -7,11 +7,15 @@
 //! origin used by the demo, the tests and the benchmarks.
 
 pub mod log;
+// The `log` crate's macros as `crate::info!` etc.; `log.rs` is their backend.
+pub use ::log::{debug, error, info, warn};
 
 pub mod balance;
 pub mod buffer;
+pub mod build_info;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod health;
 pub mod http1;
 pub mod http2;

@@ -14,7 +14,11 @@ use load_balancer::signals::Signals;
 use load_balancer::worker::{self, Worker};
 
 fn main() -> ExitCode {
+    master::title::name_process();
     let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(code) = load_balancer::generate::from_args(&args) {
+        return code;
+    }
     let config = match cli::parse_from(&args) {
         Ok(config) => config,
         Err(CliError::Display(text)) => {
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
     let slot = std::env::var(spawn::SLOT_ENV)
         .ok()
         .and_then(|s| s.parse::<usize>().ok());
+    load_balancer::log::set_role(load_balancer::log::Role::of(slot, config.mode));
     if slot.is_none() && config.insecure && config.backends.iter().any(|b| b.tls) {
         load_balancer::warn!(
             "-k: TLS certificates of backends are NOT verified; anyone on the path can impersonate them (for development only)"

@@ -43,6 +43,7 @@ file is read at start only: SIGHUP does not re-read it yet.";
 #[command(
     name = "load_balancer",
     version,
+    long_version = crate::build_info::LONG_VERSION,
     about = "HTTP/1.1 load balancer daemon",
     after_help = AFTER_HELP,
     color = ColorChoice::Never,
@@ -168,6 +169,11 @@ struct Args {
     /// Extra trusted CAs for TLS backends (PEM bundle), added to the built-in roots
     #[arg(long, value_name = "PEM", value_parser = flag(value::path), help_heading = "TLS")]
     ca_file: Option<PathBuf>,
+}
+
+/// The clap definition, for the man page and completions (`generate.rs`).
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 /// Parses `args` (argv[0] first), reads `-c FILE` if given, resolves backend
@@ -625,7 +631,10 @@ mod tests {
             panic!("-V")
         };
         assert_eq!(v, format!("load_balancer {}\n", env!("CARGO_PKG_VERSION")));
-        assert_eq!(parse(&["--version"]).err(), parse(&["-V"]).err());
+        let Err(CliError::Display(long)) = parse(&["--version"]) else {
+            panic!("--version")
+        };
+        assert!(long.starts_with(&v) && long.contains("\ncommit:"), "{long}");
     }
 
     #[test]
