@@ -610,6 +610,7 @@ fn memory_goes_back_to_the_system_after_a_peak_of_connections() {
         last = lb.rss_kb();
         last <= target
     });
+    eprintln!("after the peak: RSS {last} kB (target {target} kB)");
     assert!(
         released,
         "RSS still {last} kB 5 s after the peak ({baseline} kB before, {peak} kB at it)"

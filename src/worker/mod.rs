@@ -64,7 +64,10 @@ pub struct Worker {
     health: Health,
     /// Wakes the loop when the probe thread has new verdicts.
     _waker: Arc<Waker>,
-    sessions: Slab<Session>,
+    /// Boxed: a vacant entry then costs a pointer, not a whole session,
+    /// so a slab grown by a peak and pinned by one late connection at its
+    /// top holds little once the peak is gone.
+    sessions: Slab<Box<Session>>,
     pool: Pool,
     /// HTTP/2 connections shared by the sessions.
     h2: H2Conns,
@@ -418,14 +421,14 @@ impl Worker {
                         continue;
                     }
                     self.generation += 1;
-                    entry.insert(Session::new(
+                    entry.insert(Box::new(Session::new(
                         key,
                         self.generation,
                         stream,
                         peer.ip(),
                         metrics_only,
                         now,
-                    ));
+                    )));
                     self.metrics.set_connections(self.sessions.len());
                     self.peak_sessions = self.peak_sessions.max(self.sessions.len());
                     self.drive(key, now);
@@ -471,7 +474,7 @@ impl Worker {
     }
 
     /// The session table and, borrowed beside it, what a session needs.
-    fn split(&mut self, now: Instant) -> (&mut Slab<Session>, Ctx<'_>) {
+    fn split(&mut self, now: Instant) -> (&mut Slab<Box<Session>>, Ctx<'_>) {
         let cx = Ctx {
             now,
             registry: self.poll.registry(),
