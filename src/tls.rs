@@ -312,6 +312,31 @@ pub fn alert_words(alert: AlertDescription) -> String {
     }
 }
 
+/// Why reading from an established TLS connection failed, for the 502's
+/// log line: in TLS 1.3 a backend refuses our client certificate only
+/// after the handshake is done on our side, so that refusal arrives here.
+pub fn read_failure(e: &io::Error) -> &'static str {
+    use AlertDescription as A;
+    match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(A::CertificateRequired)) => {
+            "the backend requires a client certificate \
+             (\"client_cert\" and \"client_key\" of the backend in the config file)"
+        }
+        Some(rustls::Error::AlertReceived(
+            A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied,
+        )) => "the backend rejected the client certificate",
+        Some(rustls::Error::AlertReceived(_)) => "the backend sent a TLS alert",
+        Some(_) => "TLS error on the backend connection",
+        None => "read from backend failed",
+    }
+}
+
 /// An alert by its RFC 8446 name (`handshake_failure`, `unknown_ca`), not
 /// rustls' Rust spelling (`HandshakeFailure`, `UnknownCA`).
 fn alert_name(alert: rustls::AlertDescription) -> String {

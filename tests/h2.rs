@@ -128,6 +128,23 @@ fn bodies_cross_whole_both_ways_with_flow_control() {
     );
     assert_eq!(r.status, 200);
     assert!(r.body_str().ends_with("body=11\n"), "{}", r.body_str());
+    // Its trailers end the stream as a HEADERS frame; framing ones do not
+    // travel.
+    let with_trailers = b"5\r\nhello\r\n0\r\nX-Sum: abc\r\nContent-Length: 9\r\n\r\n";
+    let r = client.request(
+        "POST",
+        "/other",
+        &[("Transfer-Encoding", "chunked")],
+        with_trailers,
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body_str().ends_with("body=5\n"), "{}", r.body_str());
+    let trailers = origin.trailers().pop().expect("the request's trailers");
+    assert_eq!(
+        trailers.get("x-sum").map(|v| v.to_str().unwrap()),
+        Some("abc")
+    );
+    assert_eq!(trailers.len(), 1, "{trailers:?}");
     // 5 MiB response without a length: chunked to the client.
     let r = client.request("GET", "/bytes/5242880", &[], b"");
     assert_eq!(r.status, 200);

@@ -5,7 +5,9 @@
 //! Length and close-delimited bodies pass through untouched. A chunked body
 //! goes out with size lines we write (lowercase hex, no leading zeros, no
 //! extensions) and only trailer lines that are valid field lines; with
-//! `dechunk` (an HTTP/1.0 client) only the payload goes out. The canonical
+//! `dechunk` (an HTTP/1.0 client) only the payload goes out; for an HTTP/2
+//! stream the payload and then the trailer lines, which the caller sends as
+//! DATA and a trailing HEADERS frame ([`Out::DataThenTrailers`]). The canonical
 //! form is never longer than what it replaces, so the rewrite happens inside
 //! the read buffer and canonical input costs no copy at all.
 //!
@@ -64,14 +66,29 @@ pub enum BodyFramer {
     Done,
 }
 
+/// What a chunked body becomes on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Out {
+    /// Chunked again, in canonical form (to an HTTP/1.1 peer).
+    Chunked,
+    /// The payload alone (to an HTTP/1.0 client).
+    Data,
+    /// The payload, then the forwarded trailer lines with their CRLFs and
+    /// without the final empty line (to an HTTP/2 stream).
+    DataThenTrailers,
+}
+
 /// The result of one [`BodyFramer::reframe`]: `buf[..out]` is ready to
 /// send, `buf[out..used]` is to be dropped, `buf[used..]` is not consumed
-/// yet (an incomplete line, or what follows the body once `done`).
+/// yet (an incomplete line, or what follows the body once `done`). With
+/// [`Out::DataThenTrailers`], the last `trailers` bytes of `buf[..out]` are
+/// trailer lines, not payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reframed {
     pub out: usize,
     pub used: usize,
     pub done: bool,
+    pub trailers: usize,
 }
 
 impl BodyFramer {
@@ -92,16 +109,24 @@ impl BodyFramer {
     /// into what travels on (see [`Reframed`]). Call again with the
     /// unconsumed rest and the bytes that arrive after it.
     pub fn reframe(&mut self, buf: &mut [u8], dechunk: bool) -> Result<Reframed, FramingError> {
+        let out = if dechunk { Out::Data } else { Out::Chunked };
+        self.reframe_to(buf, out)
+    }
+
+    /// [`BodyFramer::reframe`] with the output form spelled out.
+    pub fn reframe_to(&mut self, buf: &mut [u8], out: Out) -> Result<Reframed, FramingError> {
         match self {
             BodyFramer::Done => Ok(Reframed {
                 out: 0,
                 used: 0,
                 done: true,
+                trailers: 0,
             }),
             BodyFramer::UntilClose => Ok(Reframed {
                 out: buf.len(),
                 used: buf.len(),
                 done: false,
+                trailers: 0,
             }),
             BodyFramer::Length { remaining } => {
                 let n = (*remaining).min(buf.len() as u64) as usize;
@@ -114,11 +139,13 @@ impl BodyFramer {
                     out: n,
                     used: n,
                     done,
+                    trailers: 0,
                 })
             }
             BodyFramer::Chunked(state) => {
                 let mut w = Writer { buf, r: 0, w: 0 };
-                let done = chunked(state, &mut w, dechunk)?;
+                let mut trailers = 0;
+                let done = chunked(state, &mut w, out, &mut trailers)?;
                 if done {
                     *self = BodyFramer::Done;
                 }
@@ -126,6 +153,7 @@ impl BodyFramer {
                     out: w.w,
                     used: w.r,
                     done,
+                    trailers,
                 })
             }
         }
@@ -184,9 +212,16 @@ enum LineError {
 }
 
 /// Runs the chunked state machine over what `w` has unread. `Ok(true)`
-/// once the last chunk and the trailer section are through.
-fn chunked(state: &mut Chunk, w: &mut Writer<'_>, dechunk: bool) -> Result<bool, FramingError> {
+/// once the last chunk and the trailer section are through. `trailers`
+/// counts the trailer bytes written, for [`Out::DataThenTrailers`].
+fn chunked(
+    state: &mut Chunk,
+    w: &mut Writer<'_>,
+    out: Out,
+    trailers: &mut usize,
+) -> Result<bool, FramingError> {
     use FramingError::*;
+    let dechunk = out != Out::Chunked;
     loop {
         match *state {
             Chunk::Data { remaining } => {
@@ -241,8 +276,11 @@ fn chunked(state: &mut Chunk, w: &mut Writer<'_>, dechunk: bool) -> Result<bool,
                     return Ok(true);
                 }
                 let forward = trailer_forwarded(&w.unread()[..len])?;
-                if forward && !dechunk {
+                if forward && out != Out::Data {
                     w.pass(with_crlf);
+                    if out == Out::DataThenTrailers {
+                        *trailers += with_crlf;
+                    }
                 } else {
                     w.emit(b"", with_crlf);
                 }

@@ -163,6 +163,28 @@ pub fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The request's trailer lines (each `name: value` CRLF, already checked
+/// and filtered by the body framer) as the fields of a trailing HEADERS.
+pub fn trailers(lines: &[u8]) -> Result<HeaderMap, &'static str> {
+    let mut fields = HeaderMap::new();
+    for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or("malformed trailer line")?;
+        let name = HeaderName::from_bytes(&line[..colon])
+            .map_err(|_| "trailer name not expressible in HTTP/2")?;
+        if dropped_in_h2(&name) {
+            continue;
+        }
+        let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii())
+            .map_err(|_| "trailer value not expressible in HTTP/2")?;
+        fields.append(name, value);
+    }
+    Ok(fields)
+}
+
 fn write_fields(fields: &HeaderMap, out: &mut Vec<u8>, keep: impl Fn(&HeaderName) -> bool) {
     for (name, value) in fields {
         if keep(name) {
@@ -261,6 +283,17 @@ mod tests {
         assert_eq!(head_for(without(304), how(false, false)).1, Framing::None);
         let (text, _) = head_for(without(200), how(false, false));
         assert!(text.contains("Transfer-Encoding: chunked\r\n"), "{text}");
+    }
+
+    #[test]
+    fn request_trailer_lines_become_fields() {
+        let fields = trailers(b"X-Sum: abc \r\nX-Empty:\r\nx-sum:\tdef\r\nTE: trailers\r\n")
+            .expect("translates");
+        let sums: Vec<_> = fields.get_all("x-sum").iter().collect();
+        assert_eq!(sums, ["abc", "def"]);
+        assert_eq!(fields.get("x-empty").unwrap(), "");
+        assert!(fields.get("te").is_none());
+        assert!(trailers(b"no colon\r\n").is_err());
     }
 
     #[test]

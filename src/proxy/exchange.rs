@@ -252,7 +252,7 @@ impl Session {
         if !up.readable {
             return Ok(Read::Blocked);
         }
-        let read = up.read().map_err(|_| "read from backend failed")?;
+        let read = up.read().map_err(|e| crate::tls::read_failure(&e))?;
         if matches!(read, Read::Data) {
             self.last_io = cx.now;
         }

@@ -20,8 +20,9 @@ use h2::{RecvStream, SendStream};
 use super::{Close, Ctx, Downward, Phase, Session, Step, write_edge};
 use crate::config::Strategy;
 use crate::error::ProxyError;
-use crate::http1::Version;
+use crate::http1::body::Out;
 use crate::http1::response::push_hex16;
+use crate::http1::{BodyKind, Version};
 use crate::http2::translate::{self, ClientHead, Framing};
 use crate::http2::{ConnId, Task, WakeQueue};
 use crate::upstream::BackendId;
@@ -43,6 +44,9 @@ pub(super) struct H2Exchange {
     chunk_pos: usize,
     /// The last DATA and trailers were received.
     body_done: bool,
+    /// Request trailer lines framed so far, in `inbuf` right after the
+    /// body bytes not sent yet: they go as HEADERS once the DATA is out.
+    trailers: usize,
 }
 
 impl H2Exchange {
@@ -125,6 +129,7 @@ impl Session {
             chunk: Bytes::new(),
             chunk_pos: 0,
             body_done: false,
+            trailers: 0,
         }));
         self.uphead_pos = self.uphead.len();
         self.phase = Phase::H2Exchange;
@@ -191,15 +196,23 @@ impl Session {
         x: &mut H2Exchange,
         tcx: &mut Context<'_>,
     ) -> Step {
-        let body_at = self.hold_head + self.held;
+        // Trailer lines framed earlier wait right after the unsent body.
+        let body_at = self.hold_head + self.held + x.trailers;
         if self.body_pending == 0 && !self.req_body.is_done() && self.inbuf.len() > body_at {
             match self
                 .req_body
-                .reframe(&mut self.inbuf.data_mut()[body_at..], true)
+                .reframe_to(&mut self.inbuf.data_mut()[body_at..], Out::DataThenTrailers)
             {
                 Ok(r) => {
                     self.inbuf.cut(body_at + r.out, r.used - r.out);
-                    self.body_pending = r.out;
+                    self.body_pending = r.out - r.trailers;
+                    x.trailers += r.trailers;
+                    // Dechunked in place: the buffer no longer holds the
+                    // body as the client framed it, so it cannot be
+                    // framed again for a re-send.
+                    if self.req.body() == BodyKind::Chunked && r.used > 0 {
+                        self.replayable = false;
+                    }
                 }
                 Err(e) if !self.response_started => {
                     return self.answer_error(cx, ProxyError::BadRequest(e.reason()));
@@ -227,7 +240,7 @@ impl Session {
             let n = room.min(self.body_pending);
             let body_at = self.hold_head + self.held;
             let data = translate::data(&self.inbuf.data()[body_at..body_at + n]);
-            let last = self.req_body.is_done() && n == self.body_pending;
+            let last = self.req_body.is_done() && n == self.body_pending && x.trailers == 0;
             if let Err(e) = send.send_data(data, last) {
                 return self.h2_failed(cx, &e);
             }
@@ -246,8 +259,21 @@ impl Session {
             }
         }
         if self.req_body.is_done() {
-            // The body's end came with no bytes left to carry it.
-            if let Err(e) = send.send_data(Bytes::new(), true) {
+            // The body's end came with no bytes left to carry it: the
+            // trailers end the stream, or an empty DATA does.
+            let sent = if x.trailers > 0 {
+                let at = self.hold_head + self.held;
+                let fields = match translate::trailers(&self.inbuf.data()[at..at + x.trailers]) {
+                    Ok(fields) => fields,
+                    Err(why) => return self.answer_error(cx, ProxyError::BadRequest(why)),
+                };
+                self.held += x.trailers;
+                x.trailers = 0;
+                send.send_trailers(fields)
+            } else {
+                send.send_data(Bytes::new(), true)
+            };
+            if let Err(e) = sent {
                 return self.h2_failed(cx, &e);
             }
             x.send = None;

@@ -44,6 +44,8 @@ pub struct H2Seen {
     pub requests: Mutex<Vec<String>>,
     /// Each request's header fields, lowercase names.
     pub headers: Mutex<Vec<HeaderMap>>,
+    /// The trailers of each request body that ended with some.
+    pub trailers: Mutex<Vec<HeaderMap>>,
 }
 
 pub struct H2Origin {
@@ -125,6 +127,10 @@ impl H2Origin {
     pub fn headers(&self) -> Vec<HeaderMap> {
         self.seen.headers.lock().expect("lock").clone()
     }
+
+    pub fn trailers(&self) -> Vec<HeaderMap> {
+        self.seen.trailers.lock().expect("lock").clone()
+    }
 }
 
 async fn serve_h2<T>(io: T, seen: Arc<H2Seen>, max_streams: u32)
@@ -182,6 +188,9 @@ async fn answer(request: Request<h2::RecvStream>, mut respond: SendResponse<Byte
     while let Some(Ok(data)) = body.data().await {
         let _ = body.flow_control().release_capacity(data.len());
         received.extend_from_slice(&data);
+    }
+    if let Ok(Some(trailers)) = body.trailers().await {
+        seen.trailers.lock().expect("lock").push(trailers);
     }
     if let Some(n) = path
         .strip_prefix("/status/")

@@ -28,6 +28,37 @@ fn run(
     }
 }
 
+/// Payload, trailer lines, and how many input bytes the body took.
+type H2Framed = (Vec<u8>, Vec<u8>, Option<usize>);
+
+/// As [`run`], for an HTTP/2 stream: the payload and the trailer lines
+/// apart, checking that each call's trailer bytes end its output.
+fn run_h2(input: &[u8], piece: usize) -> Result<H2Framed, FramingError> {
+    let mut f = BodyFramer::new(BodyKind::Chunked);
+    let (mut payload, mut trailers, mut pending, mut fed) = (vec![], vec![], vec![], 0);
+    loop {
+        let r = f.reframe_to(&mut pending, Out::DataThenTrailers)?;
+        assert!(r.trailers <= r.out && r.out <= r.used, "{r:?}");
+        let data_end = r.out - r.trailers;
+        assert!(
+            trailers.is_empty() || data_end == 0,
+            "payload after trailers"
+        );
+        payload.extend_from_slice(&pending[..data_end]);
+        trailers.extend_from_slice(&pending[data_end..r.out]);
+        pending.drain(..r.used);
+        if r.done {
+            return Ok((payload, trailers, Some(fed - pending.len())));
+        }
+        if fed == input.len() {
+            return Ok((payload, trailers, None));
+        }
+        let end = (fed + piece).min(input.len());
+        pending.extend_from_slice(&input[fed..end]);
+        fed = end;
+    }
+}
+
 fn whole(input: &[u8]) -> Result<(Vec<u8>, Option<usize>), FramingError> {
     run(BodyKind::Chunked, input, input.len().max(1), false)
 }
@@ -198,8 +229,10 @@ impl Rng {
 /// A chunked body with random sizes, spelled with every legal variation
 /// (leading zeros, upper case, extensions, whitespace before `;`, quoted
 /// values, trailers), and what it must come out as.
-fn random_body(rng: &mut Rng) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+/// The last is the forwarded trailer lines.
+fn random_body(rng: &mut Rng) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
     let (mut input, mut canonical, mut payload) = (Vec::new(), Vec::new(), Vec::new());
+    let mut trailers = Vec::new();
     let exts: [&[u8]; 5] = [b"", b";a", b" ;a=b", b";a=\"q;\\\"x\"", b"\t; n = v ;m"];
     for _ in 0..rng.below(5) {
         let size = 1 + rng.below(300);
@@ -234,18 +267,19 @@ fn random_body(rng: &mut Rng) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         input.extend_from_slice(line);
         if kept {
             canonical.extend_from_slice(line);
+            trailers.extend_from_slice(line);
         }
     }
     input.extend_from_slice(b"\r\n");
     canonical.extend_from_slice(b"\r\n");
-    (input, canonical, payload)
+    (input, canonical, payload, trailers)
 }
 
 #[test]
 fn generated_bodies_come_out_canonical_and_canonical_is_a_fixed_point() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for i in 0..3000 {
-        let (mut input, canonical, payload) = random_body(&mut rng);
+        let (mut input, canonical, payload, trailers) = random_body(&mut rng);
         let body_len = input.len();
         input.extend_from_slice(b"GET / HTTP/1.1\r\n");
         let piece = 1 + rng.below(40);
@@ -257,7 +291,9 @@ fn generated_bodies_come_out_canonical_and_canonical_is_a_fixed_point() {
             "case {i}"
         );
         let got = run(BodyKind::Chunked, &input, piece, true);
-        assert_eq!(got, Ok((payload, Some(body_len))), "case {i}");
+        assert_eq!(got, Ok((payload.clone(), Some(body_len))), "case {i}");
+        let got = run_h2(&input, piece);
+        assert_eq!(got, Ok((payload, trailers, Some(body_len))), "case {i}");
     }
 }
 
@@ -269,7 +305,7 @@ fn one_changed_byte_is_refused_or_framed_consistently() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let bytes: &[u8] = b"\r\n;= \t\"\\0aAgG:x\x00\x7f";
     for i in 0..5000 {
-        let (mut input, _, _) = random_body(&mut rng);
+        let (mut input, _, _, _) = random_body(&mut rng);
         let at = rng.below(input.len());
         input[at] = bytes[rng.below(bytes.len())];
         let all = run(BodyKind::Chunked, &input, input.len(), false);
@@ -280,6 +316,8 @@ fn one_changed_byte_is_refused_or_framed_consistently() {
             "case {i}: {:?}",
             String::from_utf8_lossy(&input)
         );
+        let h2 = run_h2(&input, piece).map(|(_, _, end)| end);
+        assert_eq!(h2, all.clone().map(|(_, end)| end), "case {i}: h2 framing");
         if let Ok((out, Some(_))) = all {
             assert_eq!(whole(&out), Ok((out.clone(), Some(out.len()))), "case {i}");
         }
