@@ -31,6 +31,9 @@ pub enum ProxyError {
     NoBackend,
     /// Every backend is known to be down (503).
     AllBackendsDown,
+    /// The chosen HTTP/2 backend had no stream free within the connect
+    /// timeout (503): it is saturated, not failing.
+    QueueTimeout,
     /// The backend broke the exchange: malformed response, reset, early
     /// close (502).
     BadGateway(&'static str),
@@ -60,7 +63,7 @@ impl ProxyError {
             ProxyError::NoBackend | ProxyError::BadGateway(_) | ProxyError::GatewayTimeout => {
                 Blame::Backend
             }
-            ProxyError::AllBackendsDown => Blame::Proxy,
+            ProxyError::AllBackendsDown | ProxyError::QueueTimeout => Blame::Proxy,
         }
     }
 
@@ -75,6 +78,7 @@ impl ProxyError {
             ProxyError::BodyTimeout => "request body timeout",
             ProxyError::NoBackend => "no backend could be connected",
             ProxyError::AllBackendsDown => "every backend is down",
+            ProxyError::QueueTimeout => "no HTTP/2 stream to the backend came free in time",
             ProxyError::GatewayTimeout => "response timeout",
         }
     }
@@ -87,7 +91,7 @@ impl ProxyError {
             ProxyError::NotFound => 404,
             ProxyError::HeadTimeout | ProxyError::BodyTimeout => 408,
             ProxyError::NoBackend | ProxyError::BadGateway(_) => 502,
-            ProxyError::AllBackendsDown => 503,
+            ProxyError::AllBackendsDown | ProxyError::QueueTimeout => 503,
             ProxyError::GatewayTimeout => 504,
         }
     }
@@ -128,7 +132,7 @@ impl ProxyError {
             ProxyError::NoBackend | ProxyError::BadGateway(_) => {
                 b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nBad Gateway\n"
             }
-            ProxyError::AllBackendsDown => {
+            ProxyError::AllBackendsDown | ProxyError::QueueTimeout => {
                 b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n"
             }
             ProxyError::GatewayTimeout => {
@@ -153,6 +157,7 @@ mod tests {
             ProxyError::BodyTimeout,
             ProxyError::NoBackend,
             ProxyError::AllBackendsDown,
+            ProxyError::QueueTimeout,
             ProxyError::BadGateway("x"),
             ProxyError::GatewayTimeout,
         ];

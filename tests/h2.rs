@@ -107,6 +107,59 @@ fn concurrent_clients_are_multiplexed_within_the_backends_stream_limit() {
 }
 
 #[test]
+fn requests_beyond_every_stream_limit_queue_for_the_connect_timeout_then_get_503() {
+    // One stream per connection and at most 4 connections: of 8 slow
+    // requests at once, 4 wait for a stream. Within the queue bound (the
+    // connect timeout) they are served; past it they get 503, not a 504
+    // after the response timeout.
+    let ca = Ca::new();
+    let origin = origin(&ca, 1);
+    for (connect_timeout, queue_outlives_head) in [("3000", true), ("100", false)] {
+        let lb = balancer(&ca, &origin, &["--connect-timeout-ms", connect_timeout]);
+        let warm = Client::connect(lb.port()).request("GET", "/", &[], b"");
+        assert_eq!(warm.status, 200);
+        let port = lb.port();
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                thread::spawn(move || {
+                    let started = Instant::now();
+                    let status = Client::connect(port)
+                        .try_request("GET", "/slow-head", &[], b"")
+                        .map_or(0, |r| r.status);
+                    (status, started.elapsed())
+                })
+            })
+            .collect();
+        let answers: Vec<(u16, Duration)> = clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .collect();
+        let served = answers.iter().filter(|(s, _)| *s == 200).count();
+        let queued_out = answers.iter().filter(|(s, _)| *s == 503).count();
+        assert_eq!(
+            served + queued_out,
+            8,
+            "{answers:?} {:#?}",
+            lb.stderr_lines()
+        );
+        if queue_outlives_head {
+            assert_eq!(served, 8, "{answers:?}");
+        } else {
+            assert!(served >= 4 && queued_out >= 1, "{answers:?}");
+            assert!(
+                lb.wait_for_log(
+                    "no HTTP/2 stream to the backend came free",
+                    Duration::from_secs(5)
+                ),
+                "{:#?}",
+                lb.stderr_lines()
+            );
+        }
+        assert!(origin.max_concurrent() <= 1, "{}", origin.max_concurrent());
+    }
+}
+
+#[test]
 fn bodies_cross_whole_both_ways_with_flow_control() {
     let ca = Ca::new();
     let origin = origin(&ca, 100);

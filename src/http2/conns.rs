@@ -34,6 +34,18 @@ const CONN_WINDOW: u32 = 8 * 1024 * 1024;
 /// New connections opened to one backend while the others are full.
 const MAX_CONNS_PER_BACKEND: usize = 4;
 
+/// What a session that wants a stream to an h2 backend does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// Open the stream on this connection.
+    Stream(ConnId),
+    /// Open a new connection (then say so with [`H2Conns::begin_open`]).
+    Open,
+    /// Every connection is at the backend's stream limit and no more may
+    /// be opened: wait; the session's waker runs when a stream ends.
+    Queue,
+}
+
 /// Names one connection across slab-slot reuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnId {
@@ -59,6 +71,8 @@ pub struct H2Conns {
     /// Per backend (by id): new connections being opened for it by
     /// sessions that found every h2 connection full.
     opening: Vec<usize>,
+    /// Per backend (by id): sessions queued for a stream (see `Ready`).
+    queued: Vec<Vec<Waker>>,
     serial: u64,
     queue: Arc<WakeQueue>,
     idle_timeout: Duration,
@@ -72,6 +86,7 @@ impl H2Conns {
         H2Conns {
             conns: Slab::new(),
             opening: Vec::new(),
+            queued: Vec::new(),
             serial: 0,
             queue,
             idle_timeout,
@@ -140,13 +155,21 @@ impl H2Conns {
             return;
         }
         let mut cx = Context::from_waker(&conn.waker);
+        let backend = conn.backend;
         if let Poll::Ready(result) = Pin::new(&mut conn.driver).poll(&mut cx) {
             if let Err(e) = result {
-                crate::debug!("h2 connection to backend {}: {e}", conn.backend.0);
+                crate::debug!("h2 connection to backend {}: {e}", backend.0);
             }
             // Its streams were told by h2 (their wakers run); nothing more
-            // can move on it.
+            // can move on it. Queued sessions may open another.
             self.conns.remove(id.key);
+            self.wake_queued(backend);
+            return;
+        }
+        // The backend's SETTINGS may have raised its stream limit.
+        let room = conn.streams < conn.send.current_max_send_streams();
+        if room && self.queued.get(backend.0).is_some_and(|q| !q.is_empty()) {
+            self.wake_queued(backend);
         }
     }
 
@@ -164,15 +187,12 @@ impl H2Conns {
         !self.conns.is_empty() && self.conns.iter().any(|(_, c)| c.backend == backend)
     }
 
-    /// A connection to `backend` for a new stream, or `None`: then the
-    /// caller opens a new one (and says so with [`H2Conns::begin_open`]).
-    /// A connection with room under the backend's stream limit comes
-    /// first; when all are full and enough are open or opening, the least
-    /// loaded one, where h2 queues the stream until one of its own ends.
-    /// `cx` is the session's: it is woken when the stream can be opened.
-    pub fn ready(&mut self, backend: BackendId, cx: &mut Context<'_>) -> Option<ConnId> {
+    /// Where a new stream to `backend` goes: a connection with room under
+    /// the backend's stream limit, else a new connection while fewer than
+    /// `MAX_CONNS_PER_BACKEND` are open or opening, else the queue. `cx`
+    /// is the session's: it is woken when a stream may be opened.
+    pub fn ready(&mut self, backend: BackendId, cx: &mut Context<'_>) -> Ready {
         let mut open = 0;
-        let mut least: Option<(usize, usize)> = None;
         for (key, conn) in self.conns.iter_mut() {
             if conn.backend != backend || conn.closed {
                 continue;
@@ -181,29 +201,38 @@ impl H2Conns {
             if conn.streams < conn.send.current_max_send_streams() {
                 match conn.send.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
-                        return Some(ConnId {
+                        return Ready::Stream(ConnId {
                             key,
                             serial: conn.serial,
                         });
                     }
-                    Poll::Ready(Err(_)) => {
-                        conn.closed = true;
-                        continue;
-                    }
+                    Poll::Ready(Err(_)) => conn.closed = true,
                     Poll::Pending => {}
                 }
             }
-            if least.is_none_or(|(_, streams)| conn.streams < streams) {
-                least = Some((key, conn.streams));
-            }
         }
         let opening = self.opening.get(backend.0).copied().unwrap_or(0);
-        match least {
-            Some((key, _)) if open + opening >= MAX_CONNS_PER_BACKEND => Some(ConnId {
-                key,
-                serial: self.conns[key].serial,
-            }),
-            _ => None,
+        if open + opening < MAX_CONNS_PER_BACKEND {
+            return Ready::Open;
+        }
+        if self.queued.len() <= backend.0 {
+            self.queued.resize_with(backend.0 + 1, Vec::new);
+        }
+        let queue = &mut self.queued[backend.0];
+        if !queue.iter().any(|w| w.will_wake(cx.waker())) {
+            queue.push(cx.waker().clone());
+        }
+        Ready::Queue
+    }
+
+    /// Something that may free a stream to `backend` happened (a stream
+    /// ended, a connection opened, closed or raised its limit): every
+    /// queued session tries again, in the order they queued.
+    fn wake_queued(&mut self, backend: BackendId) {
+        if let Some(queue) = self.queued.get_mut(backend.0) {
+            for waker in queue.drain(..) {
+                waker.wake();
+            }
         }
     }
 
@@ -220,6 +249,7 @@ impl H2Conns {
         if let Some(n) = self.opening.get_mut(backend.0) {
             *n = n.saturating_sub(1);
         }
+        self.wake_queued(backend);
     }
 
     /// Opens a stream on a connection `ready` returned.
@@ -257,6 +287,8 @@ impl H2Conns {
         {
             conn.streams = conn.streams.saturating_sub(1);
             conn.idle_since = now;
+            let backend = conn.backend;
+            self.wake_queued(backend);
         }
     }
 

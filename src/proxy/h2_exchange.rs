@@ -24,7 +24,7 @@ use crate::http1::body::Out;
 use crate::http1::response::push_hex16;
 use crate::http1::{BodyKind, Version};
 use crate::http2::translate::{self, ClientHead, Framing};
-use crate::http2::{ConnId, Task, WakeQueue};
+use crate::http2::{ConnId, Ready, Task, WakeQueue};
 use crate::upstream::BackendId;
 
 /// The state of one h2 stream, boxed in the session so that HTTP/1.1
@@ -68,15 +68,28 @@ impl Session {
             .clone()
     }
 
-    /// An h2 connection to `id` that takes a stream now, if the backend
-    /// speaks h2 and one is ready.
+    /// Where a request to `id` goes if the backend speaks h2 (`None`: it
+    /// does not, or this request needs HTTP/1.1).
     #[inline(never)]
-    pub(super) fn h2_ready(&mut self, cx: &mut Ctx<'_>, id: BackendId) -> Option<ConnId> {
+    pub(super) fn h2_ready(&mut self, cx: &mut Ctx<'_>, id: BackendId) -> Option<Ready> {
         if self.req.upgrade.is_some() || !cx.h2.speaks_h2(id) {
             return None;
         }
         let waker = self.h2_waker(cx);
-        cx.h2.ready(id, &mut Context::from_waker(&waker))
+        Some(cx.h2.ready(id, &mut Context::from_waker(&waker)))
+    }
+
+    /// Queued for a stream to the chosen h2 backend (`Phase::H2Queued`):
+    /// woken when one may have come free; bounded by the connect timeout.
+    pub(super) fn step_h2_queued(&mut self, cx: &mut Ctx<'_>) -> Step {
+        let Some(id) = self.backend else {
+            return Err(Close);
+        };
+        match self.h2_ready(cx, id) {
+            Some(Ready::Stream(conn)) => self.start_h2(cx, conn),
+            Some(Ready::Queue) => Ok(false),
+            Some(Ready::Open) | None => self.open_upstream(cx, id),
+        }
     }
 
     /// A new connection to `id` is being opened: if the backend is known

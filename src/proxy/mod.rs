@@ -27,7 +27,7 @@ use crate::config::{Config, Strategy};
 use crate::error::ProxyError;
 use crate::health::Health;
 use crate::http1::{BodyFramer, MAX_HEAD, RequestHead, RequestRewrite, ResponseHead};
-use crate::http2::H2Conns;
+use crate::http2::{H2Conns, Ready};
 use crate::metrics::Metrics;
 use crate::net::{Read, read_edge, write_edge};
 use crate::pool::Pool;
@@ -106,6 +106,8 @@ enum Phase {
     Connecting,
     /// Request going up, response coming down.
     Exchange,
+    /// Waiting for a stream of the chosen h2 backend to come free.
+    H2Queued,
     /// The same over a stream of a shared HTTP/2 connection.
     H2Exchange,
     /// After `101`: bytes relayed both ways untouched.
@@ -330,6 +332,7 @@ impl Session {
             let step = match self.phase {
                 Phase::ReadHead => self.step_read_head(cx),
                 Phase::Connecting => self.step_connecting(cx),
+                Phase::H2Queued => self.step_h2_queued(cx),
                 Phase::Exchange => self.step_exchange(cx),
                 Phase::H2Exchange => self.step_h2(cx),
                 Phase::Tunnel => self.step_tunnel(cx),
@@ -371,7 +374,9 @@ impl Session {
                 None if self.requests == 0 => self.last_io + t.head,
                 None => self.last_io + t.idle,
             },
-            Phase::Connecting => self.phase_since + t.connect,
+            // A queue for a stream is bounded like a connect (HAProxy's
+            // `timeout queue` defaults to `timeout connect` too).
+            Phase::Connecting | Phase::H2Queued => self.phase_since + t.connect,
             Phase::Exchange | Phase::H2Exchange
                 if self.up_done && self.down == Downward::AwaitHead =>
             {
@@ -431,6 +436,7 @@ impl Session {
                 };
                 self.connect_failed(cx, why)
             }
+            Phase::H2Queued => self.answer_error(cx, ProxyError::QueueTimeout),
             Phase::Exchange | Phase::H2Exchange
                 if self.up_done && self.down == Downward::AwaitHead =>
             {
@@ -559,38 +565,61 @@ impl Session {
             cx.balancer.on_start(id);
             self.backend = Some(id);
             // Nothing h2 is touched while no backend spoke it.
-            if !cx.h2.is_empty()
-                && let Some(conn) = self.h2_ready(cx, id)
-            {
-                return self.start_h2(cx, conn);
+            if !cx.h2.is_empty() {
+                match self.h2_ready(cx, id) {
+                    Some(Ready::Stream(conn)) => return self.start_h2(cx, conn),
+                    Some(Ready::Queue) => {
+                        self.phase = Phase::H2Queued;
+                        self.phase_since = cx.now;
+                        return Ok(true);
+                    }
+                    Some(Ready::Open) | None => {}
+                }
             }
-            if cx.config.trace {
-                trace_head("->", &cx.backends[id.0].label, &self.uphead);
+            if let Some(step) = self.try_open_upstream(cx, id) {
+                return step;
             }
-            if let Some(key) = cx.pool.checkout(id, self.key, cx.now, cx.registry) {
+        }
+    }
+
+    /// Sends the request to `id` over a pooled HTTP/1.1 connection or a new
+    /// one; if no connection can be made, the next backend is tried.
+    fn open_upstream(&mut self, cx: &mut Ctx<'_>, id: BackendId) -> Step {
+        match self.try_open_upstream(cx, id) {
+            Some(step) => step,
+            None => self.choose_backend(cx),
+        }
+    }
+
+    /// `None` when connecting to `id` failed at once (it is let go).
+    fn try_open_upstream(&mut self, cx: &mut Ctx<'_>, id: BackendId) -> Option<Step> {
+        if cx.config.trace {
+            trace_head("->", &cx.backends[id.0].label, &self.uphead);
+        }
+        if let Some(key) = cx.pool.checkout(id, self.key, cx.now, cx.registry) {
+            self.upstream = Some(key);
+            self.phase = Phase::Exchange;
+            self.last_io = cx.now;
+            return Some(Ok(true));
+        }
+        let backend = &cx.backends[id.0];
+        let http1_only = self.req.upgrade.is_some();
+        match cx
+            .pool
+            .connect(id, backend.addr, self.key, http1_only, cx.registry)
+        {
+            Ok(key) => {
                 self.upstream = Some(key);
-                self.phase = Phase::Exchange;
-                self.last_io = cx.now;
-                return Ok(true);
+                self.phase = Phase::Connecting;
+                self.phase_since = cx.now;
+                self.h2_opening(cx, id);
+                Some(Ok(true))
             }
-            let backend = &cx.backends[id.0];
-            let http1_only = self.req.upgrade.is_some();
-            match cx
-                .pool
-                .connect(id, backend.addr, self.key, http1_only, cx.registry)
-            {
-                Ok(key) => {
-                    self.upstream = Some(key);
-                    self.phase = Phase::Connecting;
-                    self.phase_since = cx.now;
-                    self.h2_opening(cx, id);
-                    return Ok(true);
-                }
-                Err(e) => {
-                    crate::warn!("backend {}: connect failed: {e}", backend.label);
-                    cx.balancer.on_finish(id);
-                    self.backend = None;
-                }
+            Err(e) => {
+                crate::warn!("backend {}: connect failed: {e}", backend.label);
+                cx.balancer.on_finish(id);
+                self.backend = None;
+                None
             }
         }
     }
