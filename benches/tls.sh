@@ -10,6 +10,13 @@
 #   apt-get install -y wrk nginx haproxy openssl    # once
 #   benches/tls.sh                                  # 3 rounds, 8 s each, c50
 #   REPS=5 DUR=10 CONNS=200 WORKERS=2 benches/tls.sh
+#   NEWCONN=1 benches/tls.sh    # new backend TLS connections per second
+#
+# With NEWCONN=1 the origin closes every connection after one response, so
+# each request costs the proxy a new TLS connection to it: `-resumed` rows
+# against an origin that issues session tickets (TLS 1.3 resumption),
+# `-full` rows against one with tickets and its session cache off (a full
+# handshake each time). req/s is then new backend connections per second.
 #
 # Prints, per target, the median req/s, p99 and CPU µs per request of the
 # proxy's whole process tree (rounds rotate the order, so drift on a shared
@@ -52,12 +59,17 @@ http {
     ssl_certificate_key $tmp/key.pem;
     server { listen 127.0.0.1:9443 ssl http2; root $tmp; location / { try_files /body =404; } }
     server { listen 127.0.0.1:9444 ssl; root $tmp; location / { try_files /body =404; } }
+    server { listen 127.0.0.1:9445 ssl; keepalive_timeout 0; root $tmp;
+             location / { try_files /body =404; } }
+    server { listen 127.0.0.1:9446 ssl; keepalive_timeout 0; root $tmp;
+             ssl_session_tickets off; ssl_session_cache off;
+             location / { try_files /body =404; } }
 }
 CONF
 nginx -c "$tmp/origin.conf"
 
-nginx_conf() {
-    cat > "$tmp/nginx.conf" <<CONF
+nginx_conf() { # $1: origin port, $2: name
+    cat > "$tmp/nginx-$2.conf" <<CONF
 worker_processes $workers;
 daemon off;
 pid $tmp/nginx.pid;
@@ -66,7 +78,7 @@ events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_requests 100000000;
-    upstream up { server 127.0.0.1:9444; keepalive 64; }
+    upstream up { server 127.0.0.1:$1; keepalive 64; }
     server {
         listen 127.0.0.1:8080;
         location / {
@@ -78,7 +90,7 @@ http {
     }
 }
 CONF
-    echo "nginx -c $tmp/nginx.conf"
+    echo "nginx -c $tmp/nginx-$2.conf"
 }
 
 haproxy_conf() { # $1: server options
@@ -102,12 +114,24 @@ CONF
 }
 
 declare -A cmd
-cmd[ours-tls]="$lb -H 127.0.0.1 -p 8080 -w $workers -l err -k -b https://localhost:9444"
-cmd[ours-h2]="$lb -H 127.0.0.1 -p 8080 -w $workers -l err -k -b https://localhost:9443"
-cmd[nginx-tls]=$(nginx_conf)
-cmd[haproxy-tls]=$(haproxy_conf "127.0.0.1:9444 ssl verify none alpn http/1.1" tls)
-cmd[haproxy-h2]=$(haproxy_conf "127.0.0.1:9443 ssl verify none alpn h2" h2)
-targets=(ours-tls nginx-tls haproxy-tls ours-h2 haproxy-h2)
+ours="$lb -H 127.0.0.1 -p 8080 -w $workers -l err -k -b https://localhost"
+if [[ ${NEWCONN:-0} == 1 ]]; then
+    for kind in resumed:9445 full:9446; do
+        name=${kind%%:*} port=${kind##*:}
+        cmd[ours-new-$name]="$ours:$port"
+        cmd[nginx-new-$name]=$(nginx_conf "$port" "new-$name")
+        cmd[haproxy-new-$name]=$(haproxy_conf "127.0.0.1:$port ssl verify none alpn http/1.1" "new-$name")
+    done
+    targets=(ours-new-resumed nginx-new-resumed haproxy-new-resumed
+        ours-new-full nginx-new-full haproxy-new-full)
+else
+    cmd[ours-tls]="$ours:9444"
+    cmd[ours-h2]="$ours:9443"
+    cmd[nginx-tls]=$(nginx_conf 9444 tls)
+    cmd[haproxy-tls]=$(haproxy_conf "127.0.0.1:9444 ssl verify none alpn http/1.1" tls)
+    cmd[haproxy-h2]=$(haproxy_conf "127.0.0.1:9443 ssl verify none alpn h2" h2)
+    targets=(ours-tls nginx-tls haproxy-tls ours-h2 haproxy-h2)
+fi
 
 # CPU ticks of every process in process group $1.
 ticks() {

@@ -30,6 +30,10 @@ use crate::net::{RawSocket, Read};
 use crate::upstream::{Backend, ClientCert, TlsOptions};
 use crate::x509;
 
+use rustls::crypto::ring::kx_group::{
+    SECP256R1 as KX_P256, SECP384R1 as KX_P384, X25519 as KX_X25519,
+};
+
 /// A client configuration TLS backend connections of a worker share; its
 /// session cache (rustls' default, 256 entries) is what resumes
 /// handshakes, so it is per worker as SPEC §7 asks. `own` is a backend's
@@ -45,7 +49,13 @@ pub fn client_config(
     // ring has no post-quantum key exchange (hence the deprecation); it is
     // the provider that builds with just a C compiler.
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // Its default order offers P-384 first, whose ring arithmetic has no
+    // assembly: 19 M instructions per handshake (TLS 1.2 and 1.3 alike,
+    // the key share goes in the ClientHello), 4x nginx's CPU per new
+    // backend connection. X25519 first, as OpenSSL and browsers do.
+    provider.kx_groups = vec![KX_X25519, KX_P256, KX_P384];
+    let provider = Arc::new(provider);
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up: {e}"))?;
@@ -610,6 +620,21 @@ impl ServerCertVerifier for NoVerification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_exchange_offers_x25519_first() {
+        for insecure in [false, true] {
+            let config = client_config(insecure, None, &TlsOptions::default()).expect("config");
+            let groups: Vec<_> = config
+                .crypto_provider()
+                .kx_groups
+                .iter()
+                .map(|g| g.name())
+                .collect();
+            use rustls::NamedGroup as G;
+            assert_eq!(groups, [G::X25519, G::secp256r1, G::secp384r1]);
+        }
+    }
 
     #[test]
     fn handshake_failures_are_said_in_words() {
