@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::h2::H2Origin;
+use common::relay::Relay;
 use common::tls::Ca;
 use common::{Client, Lb, wait_until};
 
@@ -362,6 +363,49 @@ fn a_response_head_later_than_the_response_timeout_is_a_504() {
     let r = Client::connect(lb.port()).request("GET", "/next", &[], b"");
     assert_eq!(r.status, 200);
     assert_eq!(origin.h2_connections(), 1);
+}
+
+#[test]
+fn a_connection_that_stops_answering_pings_takes_no_new_request() {
+    // The backend's host goes silent without a FIN: the shared connection
+    // looks open. Our PING (every health interval) goes unanswered within
+    // the health timeout, so the next request opens a new connection
+    // instead of hanging on the dead one until the response timeout.
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let relay = Relay::start(origin.port());
+    let pem = ca.pem_file();
+    let backend = format!("https://localhost:{}", relay.port());
+    let lb = Lb::start(&[
+        "-b",
+        &backend,
+        "--ca-file",
+        pem.to_str().expect("utf8"),
+        "--health-interval-ms",
+        "300",
+        "--health-timeout-ms",
+        "300",
+        "--response-timeout-ms",
+        "30000",
+    ]);
+    let r = Client::connect(lb.port()).request("GET", "/first", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.h2_connections(), 1);
+    relay.freeze();
+    assert!(
+        lb.wait_for_log("did not answer a PING", Duration::from_secs(5)),
+        "{:#?}",
+        lb.stderr_lines()
+    );
+    let started = Instant::now();
+    let r = Client::connect(lb.port()).request("GET", "/after", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(origin.h2_connections(), 2);
 }
 
 #[test]

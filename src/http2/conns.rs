@@ -14,7 +14,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use h2::client::{Connection, ResponseFuture, SendRequest};
-use h2::{SendStream, client};
+use h2::{Ping, PingPong, SendStream, client};
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use rustls::ClientConnection;
@@ -55,6 +55,8 @@ pub struct ConnId {
 
 struct H2Conn {
     backend: BackendId,
+    /// The backend's label, for log lines.
+    label: String,
     serial: u64,
     send: SendRequest<Bytes>,
     driver: Connection<TlsIo, Bytes>,
@@ -62,8 +64,64 @@ struct H2Conn {
     /// Streams a session still holds.
     streams: usize,
     idle_since: Instant,
-    /// Ended, or closed to new streams by a GOAWAY or an error.
+    /// Ended, or closed to new streams by a GOAWAY, an error or a PING
+    /// left unanswered.
     closed: bool,
+    /// Our PINGs: a backend that vanished without a FIN (a host gone, a
+    /// NAT entry dropped) would otherwise take new streams that hang until
+    /// the response timeout.
+    pings: Option<PingPong>,
+    /// When the PING in flight was sent.
+    ping_sent: Option<Instant>,
+    last_ping: Instant,
+}
+
+/// How often each connection is PINGed and how long its PONG may take:
+/// the health-probe interval and timeout, the cadence at which the
+/// operator wants a dead backend noticed.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub every: Duration,
+    pub timeout: Duration,
+}
+
+impl H2Conn {
+    /// One step of the PING cycle, once a tick. A connection whose PONG is
+    /// late takes no new stream (its own streams go on, under their
+    /// timeouts) and closes once they are done.
+    fn check_liveness(&mut self, liveness: Liveness, now: Instant) {
+        let Some(pings) = self.pings.as_mut() else {
+            return;
+        };
+        let mut cx = Context::from_waker(&self.waker);
+        match self.ping_sent {
+            Some(sent) => match pings.poll_pong(&mut cx) {
+                Poll::Ready(Ok(_)) => self.ping_sent = None,
+                Poll::Ready(Err(_)) => self.closed = true,
+                Poll::Pending if now.duration_since(sent) >= liveness.timeout => {
+                    crate::warn!(
+                        "backend {}: its HTTP/2 connection did not answer a PING within \
+                         {} ms; it takes no new request",
+                        self.label,
+                        liveness.timeout.as_millis()
+                    );
+                    self.closed = true;
+                }
+                Poll::Pending => {}
+            },
+            // h2 marks send_ping/poll_pong hidden, but they are its
+            // PingPong's non-async surface (hyper's keep-alive uses them).
+            None if now.duration_since(self.last_ping) >= liveness.every
+                && pings.send_ping(Ping::opaque()).is_ok() =>
+            {
+                self.ping_sent = Some(now);
+                self.last_ping = now;
+                // Queued in h2: the connection's task writes it.
+                self.waker.wake_by_ref();
+            }
+            None => {}
+        }
+    }
 }
 
 pub struct H2Conns {
@@ -76,14 +134,16 @@ pub struct H2Conns {
     serial: u64,
     queue: Arc<WakeQueue>,
     idle_timeout: Duration,
+    liveness: Liveness,
 }
 
 /// The two halves of a new stream.
 pub type Stream = (ResponseFuture, SendStream<Bytes>);
 
 impl H2Conns {
-    pub fn new(queue: Arc<WakeQueue>, idle_timeout: Duration) -> H2Conns {
+    pub fn new(queue: Arc<WakeQueue>, idle_timeout: Duration, liveness: Liveness) -> H2Conns {
         H2Conns {
+            liveness,
             conns: Slab::new(),
             opening: Vec::new(),
             queued: Vec::new(),
@@ -98,6 +158,7 @@ impl H2Conns {
     pub fn adopt(
         &mut self,
         backend: BackendId,
+        label: &str,
         mut stream: TcpStream,
         tls: Box<ClientConnection>,
         registry: &Registry,
@@ -125,13 +186,15 @@ impl H2Conns {
         );
         // The handshake only queues the preface and SETTINGS into rustls'
         // buffer, so it is done on the first poll.
-        let (send, driver) = match handshake.as_mut().poll(&mut Context::from_waker(&waker)) {
+        let (send, mut driver) = match handshake.as_mut().poll(&mut Context::from_waker(&waker)) {
             Poll::Ready(Ok(halves)) => halves,
             Poll::Ready(Err(e)) => return Err(io::Error::other(e)),
             Poll::Pending => return Err(io::Error::other("HTTP/2 preface not accepted")),
         };
+        let pings = driver.ping_pong();
         entry.insert(H2Conn {
             backend,
+            label: label.to_string(),
             serial,
             send,
             driver,
@@ -139,6 +202,9 @@ impl H2Conns {
             streams: 0,
             idle_since: now,
             closed: false,
+            pings,
+            ping_sent: None,
+            last_ping: now,
         });
         let id = ConnId { key, serial };
         self.drive(id);
@@ -158,7 +224,7 @@ impl H2Conns {
         let backend = conn.backend;
         if let Poll::Ready(result) = Pin::new(&mut conn.driver).poll(&mut cx) {
             if let Err(e) = result {
-                crate::debug!("h2 connection to backend {}: {e}", backend.0);
+                crate::debug!("backend {}: HTTP/2 connection ended: {e}", conn.label);
             }
             // Its streams were told by h2 (their wakers run); nothing more
             // can move on it. Queued sessions may open another.
@@ -293,8 +359,14 @@ impl H2Conns {
     }
 
     /// Closes connections idle past the idle timeout, and closed ones whose
-    /// streams are all done.
+    /// streams are all done; PINGs the others (see `Liveness`).
     pub fn sweep(&mut self, now: Instant) {
+        let liveness = self.liveness;
+        for (_, conn) in self.conns.iter_mut() {
+            if !conn.closed {
+                conn.check_liveness(liveness, now);
+            }
+        }
         let idle_timeout = self.idle_timeout;
         self.conns.retain(|_, c| {
             c.streams > 0 || (!c.closed && now.duration_since(c.idle_since) < idle_timeout)

@@ -12,5 +12,5 @@ pub mod io;
 pub mod translate;
 pub mod wake;
 
-pub use conns::{ConnId, H2Conns, Ready};
+pub use conns::{ConnId, H2Conns, Liveness, Ready};
 pub use wake::{Task, WakeQueue};

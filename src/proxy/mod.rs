@@ -714,7 +714,8 @@ impl Session {
         let Some((stream, tls)) = cx.pool.take_tls(key, cx.registry) else {
             return self.connect_failed(cx, "connection lost");
         };
-        match cx.h2.adopt(id, stream, tls, cx.registry, cx.now) {
+        let label = &cx.backends[id.0].label;
+        match cx.h2.adopt(id, label, stream, tls, cx.registry, cx.now) {
             Ok(conn) => self.start_h2(cx, conn),
             Err(e) => {
                 crate::warn!(

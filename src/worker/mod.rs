@@ -21,7 +21,7 @@ use crate::balance::Balancer;
 use crate::buffer::{BufPool, HeadPool};
 use crate::config::Config;
 use crate::health::Health;
-use crate::http2::{H2Conns, Task, WakeQueue};
+use crate::http2::{H2Conns, Liveness, Task, WakeQueue};
 use crate::master::cover::Cover;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -127,7 +127,14 @@ impl Worker {
             _waker: waker,
             sessions: Slab::with_capacity(1024),
             pool,
-            h2: H2Conns::new(Arc::clone(&wake), POOL_IDLE),
+            h2: H2Conns::new(
+                Arc::clone(&wake),
+                POOL_IDLE,
+                Liveness {
+                    every: config.health.interval,
+                    timeout: config.health.timeout,
+                },
+            ),
             wake,
             client_bufs: BufPool::new(CLIENT_BUF),
             heads: HeadPool::new(HEAD_BUF),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use load_balancer::origin::Origin;
 
 pub mod h2;
+pub mod relay;
 pub mod tls;
 
 /// Read/write timeout of [`Client`] and of the raw helpers.
