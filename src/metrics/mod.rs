@@ -229,19 +229,18 @@ impl Metrics {
         self.header(cell).fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The pids of the tree: the block's creator and each serving worker.
+    /// The pids of the tree: the block's creator first (its start is the
+    /// tree's), then each serving worker; sp mode's one process once.
     fn pids(&self) -> Vec<u32> {
         let cells = self.shm.cells();
-        let mut pids = vec![cells[layout::MASTER_PID].load(Ordering::Relaxed)];
+        let pid = |cell: usize| u32::try_from(cells[cell].load(Ordering::Relaxed)).unwrap_or(0);
+        let mut pids = vec![pid(layout::MASTER_PID)];
         for slot in 0..self.slots {
-            pids.push(cells[layout::region(slot) + layout::READY].load(Ordering::Relaxed));
+            let worker = pid(layout::region(slot) + layout::READY);
+            if worker != 0 && !pids.contains(&worker) {
+                pids.push(worker);
+            }
         }
-        let mut pids: Vec<u32> = pids
-            .into_iter()
-            .filter_map(|p| u32::try_from(p).ok().filter(|&p| p != 0))
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
         pids
     }
 

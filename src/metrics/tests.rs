@@ -301,3 +301,12 @@ fn lint(text: &str) {
     }
     assert!(help.is_none(), "HELP without TYPE");
 }
+
+#[test]
+fn the_master_comes_first_among_the_tree_pids() {
+    let m = Metrics::create(2).unwrap();
+    // A worker with a lower pid than the master (pids wrap around).
+    m.shm.cells()[layout::region(1) + layout::READY].store(1, Ordering::Relaxed);
+    m.set_ready();
+    assert_eq!(m.pids(), vec![std::process::id(), 1]);
+}
