@@ -70,7 +70,7 @@ fn main() {
     let args = ["load_balancer", "--mode", "sp", "-l", "err", "-b", &backend];
     let config = Arc::new(cli::parse_from(args).expect("config"));
     std::thread::spawn(move || {
-        let metrics = Metrics::create(&config.backends, 1).expect("metrics");
+        let metrics = Metrics::create(1).expect("metrics");
         let mut worker = Worker::new(config, listener, None, metrics).expect("worker");
         ON_WORKER.with(|c| c.set(true));
         let _ = worker.run();

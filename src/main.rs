@@ -79,8 +79,8 @@ fn run_single(config: Config) -> Result<(), String> {
         config.backends.len(),
         config.strategy.name()
     );
-    let counters = Metrics::create(&config.backends, 1)
-        .map_err(|e| format!("cannot create the metrics block: {e}"))?;
+    let counters =
+        Metrics::create(1).map_err(|e| format!("cannot create the metrics block: {e}"))?;
     serve(config, listener, metrics, counters, signals)
 }
 
@@ -98,7 +98,7 @@ fn run_worker_process(config: Config, slot: usize) -> Result<(), String> {
         None => None,
     };
     let shm = worker::inherited_fd(spawn::SHM_FD);
-    let counters = Metrics::attach(&config.backends, slot, shm)
+    let counters = Metrics::attach(slot, shm)
         .map_err(|e| format!("worker {slot}: no metrics block from the master: {e}"))?;
     if let Err(e) = worker::pin_to_cpu(slot) {
         load_balancer::warn!("worker {slot}: cannot pin to a CPU: {e}");

@@ -164,6 +164,8 @@ pub struct Pool {
     tls_h2: Vec<Option<Arc<ClientConfig>>>,
     /// Per backend: the TLS server name, `None` for a plain backend.
     names: Vec<Option<ServerName<'static>>>,
+    /// Scratch for `gauges`, one count per backend.
+    busy: Vec<usize>,
 }
 
 impl Pool {
@@ -198,6 +200,7 @@ impl Pool {
                 .collect(),
             tls,
             names,
+            busy: vec![0; backends.len()],
         })
     }
 
@@ -223,6 +226,23 @@ impl Pool {
     /// Idle connections to `backend` right now.
     pub fn idle_count(&self, backend: BackendId) -> usize {
         self.idle[backend.0].len()
+    }
+
+    /// Calls `f(backend, idle, busy)` for every backend: connections
+    /// waiting in its idle stack, and those lent to a request (connecting
+    /// ones included). Walks all connections: for a once-a-tick report.
+    pub fn gauges(&mut self, mut f: impl FnMut(BackendId, usize, usize)) {
+        self.busy.iter_mut().for_each(|n| *n = 0);
+        for (_, conn) in &self.conns {
+            if conn.owner.is_some()
+                && let Some(n) = self.busy.get_mut(conn.backend.0)
+            {
+                *n += 1;
+            }
+        }
+        for (i, idle) in self.idle.iter().enumerate() {
+            f(BackendId(i), idle.len(), self.busy[i]);
+        }
     }
 
     /// The most recently used idle connection to `backend` that is still

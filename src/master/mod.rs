@@ -45,6 +45,9 @@ const EXEC_BUSY_RETRY: Duration = Duration::from_millis(20);
 /// A successor we stop with us has this long past our own stop deadline
 /// (it has the same one) before it is killed.
 const SUCCESSOR_GRACE: Duration = Duration::from_secs(5);
+/// How often at most the old master's counters are copied into ours after
+/// an upgrade (the loop turns at least once a second).
+const CARRY_EVERY: Duration = Duration::from_millis(250);
 const SIGNALS: Token = Token(0);
 /// The successor's pipe, during the rollback window.
 const SUCCESSOR: Token = Token(1);
@@ -89,6 +92,8 @@ struct Master<'a> {
     /// Workers of ours told to finish up after a handover.
     retiring: Vec<Child>,
     metrics: Metrics,
+    /// When the predecessor's counters are next copied into ours.
+    carry_at: Instant,
     /// Which slots have no serving worker, for the workers covering them.
     cover: cover::Table,
     poll: Poll,
@@ -109,7 +114,7 @@ pub fn run(
     args: Vec<OsString>,
     signals: Signals,
 ) -> Result<(), String> {
-    let (sockets, report_ready_to) = match upgrade::inherited() {
+    let (sockets, report_ready_to, carried) = match upgrade::inherited() {
         Some(inherited) => {
             let inherited = inherited?;
             let sockets = listeners::adopt_all(
@@ -122,15 +127,23 @@ pub fn run(
                 "master adopted {} listening sockets from the old master",
                 sockets.len()
             );
-            (sockets, inherited.ready)
+            (sockets, inherited.ready, inherited.counters)
         }
         None => (
             listeners::bind_all(config.listen, config.metrics_addr, config.workers)?,
             None,
+            None,
         ),
     };
-    let metrics = Metrics::create(&config.backends, sockets.len())
+    let mut metrics = Metrics::create(sockets.len())
         .map_err(|e| format!("cannot create the shared metrics block: {e}"))?;
+    if let Some((fd, labels)) = carried {
+        // Counters restart from zero rather than the upgrade failing.
+        match metrics.carry_from(fd, &labels, &config.backends) {
+            Ok(()) => crate::info!("master carries the old master's counters over"),
+            Err(e) => crate::warn!("counters restart from zero: old master's block: {e}"),
+        }
+    }
     let cover = cover::Table::create(sockets.len())
         .map_err(|e| format!("cannot create the table of empty slots: {e}"))?;
     let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
@@ -155,6 +168,7 @@ pub fn run(
         slots,
         retiring: Vec::new(),
         metrics,
+        carry_at: now,
         cover,
         poll,
         phase: Phase::Serving,
@@ -199,6 +213,11 @@ impl Master<'_> {
                 self.announce_serving()?;
             }
             self.reap(now);
+            if now >= self.carry_at {
+                // The old tree may still count while it drains.
+                self.metrics.refresh_carried(&self.config.backends);
+                self.carry_at = now + CARRY_EVERY;
+            }
             if let Some(done) = self.advance(now) {
                 return done;
             }
@@ -321,7 +340,17 @@ impl Master<'_> {
             .iter()
             .filter_map(|s| s.sockets.as_ref())
             .collect();
-        match upgrade::spawn_successor(&self.binary, &self.args, &sockets) {
+        let labels: Vec<String> = self
+            .config
+            .backends
+            .iter()
+            .map(|b| b.label.clone())
+            .collect();
+        let counters = upgrade::Counters {
+            fd: self.metrics.shm_fd(),
+            labels: &labels,
+        };
+        match upgrade::spawn_successor(&self.binary, &self.args, &sockets, counters) {
             Ok((successor, ready)) => {
                 self.phase = Phase::Upgrading {
                     successor,

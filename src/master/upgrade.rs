@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -23,8 +23,18 @@ const LISTEN_FDS_ENV: &str = "LB_UPGRADE_LISTEN_FDS";
 const METRICS_FDS_ENV: &str = "LB_UPGRADE_METRICS_FDS";
 /// The write end of the old master's readiness pipe.
 const READY_FD_ENV: &str = "LB_UPGRADE_READY_FD";
+/// The old master's shared counter block, whose totals the new one carries.
+const COUNTERS_FD_ENV: &str = "LB_UPGRADE_COUNTERS_FD";
+/// The backend labels of that block's rows, in id order, one per line.
+const COUNTER_LABELS_ENV: &str = "LB_UPGRADE_COUNTER_LABELS";
 /// Variables a worker must not see (they describe the master's handover).
-pub const HANDOVER_ENV: [&str; 3] = [LISTEN_FDS_ENV, METRICS_FDS_ENV, READY_FD_ENV];
+pub const HANDOVER_ENV: [&str; 5] = [
+    LISTEN_FDS_ENV,
+    METRICS_FDS_ENV,
+    READY_FD_ENV,
+    COUNTERS_FD_ENV,
+    COUNTER_LABELS_ENV,
+];
 
 /// The binary's original absolute path, as it was started: a file replaced
 /// there (a new version) is what an upgrade runs. Symlinks are kept, not
@@ -56,6 +66,8 @@ pub struct Inherited {
     pub sockets: Vec<SlotSockets>,
     /// Written once this master's workers serve.
     pub ready: Option<std::fs::File>,
+    /// The old master's counter block and its rows' backend labels.
+    pub counters: Option<(OwnedFd, Vec<String>)>,
 }
 
 /// The handover this process was started with, if any.
@@ -93,18 +105,31 @@ fn adopt(listen: &str) -> Result<Inherited, String> {
         .ok()
         .and_then(|s| s.parse::<i32>().ok())
         .map(|fd| std::fs::File::from(crate::worker::inherited_fd(fd)));
+    let counters = std::env::var(COUNTERS_FD_ENV)
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok())
+        .map(|fd| {
+            let labels = std::env::var(COUNTER_LABELS_ENV).unwrap_or_default();
+            let labels = labels.lines().map(str::to_string).collect();
+            (crate::worker::inherited_fd(fd), labels)
+        });
     // Ours alone: not for our workers (they get sockets by name) nor a
     // later successor. A worker holding the pipe would also keep the old
     // master from seeing it close when we exit.
     let fds = sockets
         .iter()
         .flat_map(|s| std::iter::once(s.listen.as_fd()).chain(s.metrics.as_ref().map(AsFd::as_fd)))
-        .chain(ready.as_ref().map(AsFd::as_fd));
+        .chain(ready.as_ref().map(AsFd::as_fd))
+        .chain(counters.as_ref().map(|(fd, _)| fd.as_fd()));
     for fd in fds {
         let flag = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
         nix::fcntl::fcntl(fd, flag).map_err(|e| format!("inherited descriptor: {e}"))?;
     }
-    Ok(Inherited { sockets, ready })
+    Ok(Inherited {
+        sockets,
+        ready,
+        counters,
+    })
 }
 
 /// Sent on the readiness pipe: this master serves.
@@ -126,15 +151,24 @@ pub fn report_stopping(ready: &mut std::fs::File) {
     let _ = ready.write_all(&[STOPPING]);
 }
 
+/// Our counter block as handed to a successor: its descriptor and the
+/// backend label of each of its rows, in id order.
+pub struct Counters<'a> {
+    pub fd: RawFd,
+    pub labels: &'a [String],
+}
+
 /// Starts the new master; returns it and the read end of its readiness
 /// pipe (one byte when ready; end of file if it died first).
 pub fn spawn_successor(
     path: &Path,
     args: &[OsString],
     slots: &[&SlotSockets],
+    counters: Counters<'_>,
 ) -> io::Result<(Child, std::io::PipeReader)> {
     let (reader, writer) = std::io::pipe()?;
-    // Descriptors 3.. in the child: listen sockets, metrics sockets, pipe.
+    // Descriptors 3.. in the child: listen sockets, metrics sockets, pipe,
+    // counter block.
     let mut sources: Vec<i32> = slots.iter().map(|s| s.listen.as_raw_fd()).collect();
     sources.extend(
         slots
@@ -142,6 +176,7 @@ pub fn spawn_successor(
             .filter_map(|s| s.metrics.as_ref().map(TcpListener::as_raw_fd)),
     );
     sources.push(writer.as_raw_fd());
+    sources.push(counters.fd);
     let targets: Vec<i32> = (0..sources.len() as i32).map(|i| 3 + i).collect();
     let n = slots.len();
     let list = |range: &[i32]| {
@@ -151,14 +186,16 @@ pub fn spawn_successor(
             .collect::<Vec<_>>()
             .join(",")
     };
-    let metrics_count = sources.len() - n - 1;
+    let metrics_count = sources.len() - n - 2;
     let mut cmd = Command::new(path);
     // The new master names itself afresh (see `title`).
     cmd.args(args)
         .env_remove(super::title::ARGV0_ENV)
         .env(LISTEN_FDS_ENV, list(&targets[..n]))
         .env(METRICS_FDS_ENV, list(&targets[n..n + metrics_count]))
-        .env(READY_FD_ENV, targets[sources.len() - 1].to_string());
+        .env(READY_FD_ENV, targets[sources.len() - 2].to_string())
+        .env(COUNTERS_FD_ENV, targets[sources.len() - 1].to_string())
+        .env(COUNTER_LABELS_ENV, counters.labels.join("\n"));
     let pairs: Vec<(i32, i32)> = sources.into_iter().zip(targets).collect();
     // SAFETY: between fork and exec the closure only makes async-signal-safe
     // calls (fcntl, dup2, sigprocmask) on integers in a vector allocated

@@ -72,7 +72,7 @@ impl Session {
 
     /// Answers a scrape; scrapes are not counted as requests.
     pub(super) fn answer_metrics(&mut self, cx: &mut Ctx<'_>) -> Step {
-        let body = cx.metrics.render();
+        let body = cx.metrics.render(cx.backends);
         let close = !self.req.keep_alive || cx.draining;
         cx.heads.lend(&mut self.outhead);
         self.outhead.clear();

@@ -237,6 +237,9 @@ impl Worker {
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
         let mut freed = self.pool.sweep(now, self.poll.registry());
+        let metrics = &self.metrics;
+        self.pool
+            .gauges(|backend, idle, busy| metrics.set_pool(backend, idle, busy));
         self.h2.sweep(now);
         freed += self.client_bufs.trim();
         freed += self.heads.trim();
@@ -436,6 +439,7 @@ impl Worker {
                         metrics_only,
                         now,
                     )));
+                    self.metrics.connection_accepted();
                     self.metrics.set_connections(self.sessions.len());
                     self.peak_sessions = self.peak_sessions.max(self.sessions.len());
                     self.drive(key, now);
