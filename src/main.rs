@@ -37,9 +37,6 @@ fn main() -> ExitCode {
             "-k: TLS certificates of backends are NOT verified; anyone on the path can impersonate them (for development only)"
         );
     }
-    if let (None, Some(log)) = (slot, &config.access_log) {
-        load_balancer::warn!("access_log {}: not written by this version", log.name());
-    }
     let result = match (slot, config.mode) {
         (Some(slot), _) => run_worker_process(config, slot),
         (None, Mode::Single) => run_single(config),
