@@ -429,3 +429,32 @@ fn a_rejection_is_logged_at_info_with_client_and_reason() {
     assert!(line.contains(" info "), "{line}");
     assert!(line.ends_with(": \"GET /x\\x22y HTTP/1.1\""), "{line}");
 }
+
+#[test]
+fn an_unopenable_log_is_a_start_up_error_in_both_modes() {
+    let o = origin("a");
+    let dir = log_path("access-dir");
+    std::fs::create_dir_all(&dir).expect("a directory where the file would be");
+    for mode in ["sp", "mp"] {
+        let (code, _, stderr) = common::run_lb(
+            &[
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &common::free_port().to_string(),
+                "-b",
+                &backend_arg(&o),
+                "--mode",
+                mode,
+                "--access-log",
+                dir.to_str().unwrap(),
+            ],
+            Duration::from_secs(10),
+        );
+        assert_eq!(code, Some(1), "{mode}: {stderr}");
+        assert!(
+            stderr.contains("cannot open access log"),
+            "{mode}: {stderr}"
+        );
+    }
+}
