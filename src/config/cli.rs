@@ -523,6 +523,38 @@ mod tests {
     }
 
     #[test]
+    fn access_log_flags() {
+        let c = parse(&["-b", "127.0.0.1:9001"]).unwrap();
+        assert_eq!(c.access_log, None);
+        assert_eq!(c.access_log_format, AccessLogFormat::Combined);
+        let c = parse(&["-b", "127.0.0.1:9001", "--access-log", "-"]).unwrap();
+        assert_eq!(c.access_log, Some(AccessLog::Stdout));
+        let c = parse(&[
+            "-b",
+            "127.0.0.1:9001",
+            "--access-log",
+            "/tmp/a.log",
+            "--access-log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(c.access_log, Some(AccessLog::File("/tmp/a.log".into())));
+        assert_eq!(c.access_log_format, AccessLogFormat::Json);
+        let e = invalid(&[
+            "-b",
+            "127.0.0.1:9001",
+            "--access-log",
+            "/nonexistent/dir/a.log",
+        ]);
+        assert!(
+            e.starts_with("--access-log /nonexistent/dir/a.log: the directory"),
+            "{e}"
+        );
+        let e = invalid(&["-b", "127.0.0.1:9001", "--access-log-format", "xml"]);
+        assert!(e.contains("combined") && e.contains("json"), "{e}");
+    }
+
+    #[test]
     fn defaults() {
         let c = parse(&["-b", "127.0.0.1:9001"]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
