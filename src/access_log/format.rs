@@ -269,6 +269,7 @@ mod tests {
         let mut r = Record::new("127.0.0.1:5000".parse().unwrap(), Instant::now());
         r.capture(b"GET /a\"b\\c\xff HTTP/1.1\r\nUser-Agent: curl/8\r\n\r\n");
         r.status = 502;
+        r.error = Some("every backend is down");
         r.sent = 120;
         r.received = 40;
         r

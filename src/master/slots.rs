@@ -65,7 +65,7 @@ impl Master<'_> {
             Ok(false) => {}
             Ok(true) => {
                 // Reads the table itself once it serves.
-                self.signal_serving(NixSignal::SIGUSR1);
+                self.signal_serving(NixSignal::SIGUSR1, false);
             }
             Err(e) => crate::error!("master: cannot update the table of empty slots: {e}"),
         }
@@ -174,13 +174,15 @@ impl Master<'_> {
         }
     }
 
-    /// Only serving workers (and retiring ones, which served): one still
+    /// Only serving workers, and with `retiring` those retiring after an
+    /// upgrade (they served, and still write the access log): one still
     /// starting may not read signals yet, and SIGUSR1 would kill it.
-    pub(super) fn signal_serving(&self, signal: NixSignal) {
+    pub(super) fn signal_serving(&self, signal: NixSignal, retiring: bool) {
         let serving = (0..self.slots.len())
             .filter(|&i| self.serving(i))
             .filter_map(|i| self.slots[i].child.as_ref());
-        for child in serving.chain(&self.retiring) {
+        let retiring = self.retiring.iter().filter(|_| retiring);
+        for child in serving.chain(retiring) {
             let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), signal);
         }
     }

@@ -159,9 +159,10 @@ impl Record {
         self.retry_reason = Some(why);
     }
 
-    /// Whether the request was answered before any backend was chosen.
+    /// Whether the proxy answered the request with an error before any
+    /// backend was chosen (a `/metrics` scrape is not rejected).
     pub(crate) fn rejected(&self) -> bool {
-        self.backend.is_none()
+        self.backend.is_none() && self.error.is_some()
     }
 
     pub(crate) fn total(&self, now: Instant) -> Duration {
@@ -283,7 +284,10 @@ mod tests {
         r.chose(BackendId(1));
         r.reset();
         assert_eq!(r.client.port(), 5000);
-        assert_eq!((r.status, r.retries, r.backend), (0, 0, None));
-        assert!(r.rejected());
+        assert_eq!(
+            (r.status, r.retries, r.backend, r.error),
+            (0, 0, None, None)
+        );
+        assert!(!r.rejected());
     }
 }
