@@ -10,6 +10,7 @@ pub mod log;
 // The `log` crate's macros as `crate::info!` etc.; `log.rs` is their backend.
 pub use ::log::{debug, error, info, warn};
 
+pub mod access_log;
 pub mod balance;
 pub mod buffer;
 pub mod build_info;

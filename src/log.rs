@@ -325,7 +325,7 @@ fn level_word(level: Level) -> &'static [u8] {
 
 /// (year, month, day) of the `days`-th day after 1970-01-01, proleptic
 /// Gregorian (Howard Hinnant's `civil_from_days`, for days ≥ 0).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;

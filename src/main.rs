@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use load_balancer::access_log::AccessLog;
 use load_balancer::config::cli::{self, CliError};
 use load_balancer::config::{Config, Mode};
 use load_balancer::master::{self, spawn};
@@ -37,9 +38,6 @@ fn main() -> ExitCode {
             "-k: TLS certificates of backends are NOT verified; anyone on the path can impersonate them (for development only)"
         );
     }
-    if let (None, Some(log)) = (slot, &config.access_log) {
-        load_balancer::warn!("access_log {}: not written by this version", log.name());
-    }
     let result = match (slot, config.mode) {
         (Some(slot), _) => run_worker_process(config, slot),
         (None, Mode::Single) => run_single(config),
@@ -56,6 +54,11 @@ fn main() -> ExitCode {
 }
 
 fn run_master(config: Config, argv0: &OsString, args: Vec<OsString>) -> Result<(), String> {
+    // Each worker opens the access log itself; a path they cannot open is
+    // a start-up error here rather than a crash loop of workers.
+    if let Some(target) = &config.access_log {
+        AccessLog::open(target, config.access_log_format)?;
+    }
     // Before any thread exists, so every thread inherits the blocked mask.
     let signals =
         Signals::install_master().map_err(|e| format!("cannot set up signal handling: {e}"))?;

@@ -24,9 +24,11 @@ pub enum Signal {
     Upgrade,
     /// SIGCHLD (master only): a worker changed state.
     Child,
-    /// SIGUSR1 (to a worker, from its master): the set of slots without a
-    /// serving worker changed (`master::cover`). A master ignores it.
-    Cover,
+    /// SIGUSR1: reopen the access log (logrotate). A master passes it on
+    /// to its workers; it also tells a worker that the set of slots
+    /// without a serving worker may have changed (`master::cover`): both
+    /// are idempotent, so one signal serves both.
+    Reopen,
 }
 
 pub struct Signals {
@@ -86,7 +88,7 @@ impl Signals {
                 Ok(NixSignal::SIGHUP) => return Some(Signal::Reload),
                 Ok(NixSignal::SIGUSR2) => return Some(Signal::Upgrade),
                 Ok(NixSignal::SIGCHLD) => return Some(Signal::Child),
-                Ok(NixSignal::SIGUSR1) => return Some(Signal::Cover),
+                Ok(NixSignal::SIGUSR1) => return Some(Signal::Reopen),
                 _ => continue,
             }
         }

@@ -448,7 +448,7 @@ fn every_key_is_accepted_and_flags_given_win() {
         "metrics on 127.0.0.1:9101 only\n".into(),
         "log level warn, trace, tls trace\n".into(),
         format!("pid file {}\n", pid.display()),
-        "access log -: not written by this version\n".into(),
+        "access log - (combined)\n".into(),
     ] {
         assert!(report.contains(&want), "lacks {want:?}:\n{report}");
     }

@@ -104,26 +104,30 @@ fn explicit_flags_win_over_the_file() {
 }
 
 #[test]
-fn an_access_log_key_is_accepted_and_said_to_be_unwritten() {
+fn access_log_keys_write_the_log() {
     let a = Origin::start(OriginConfig::new("a")).expect("origin");
     let list = backends(&[&a]);
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("config-access-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&log);
     let (lb, _) = start(
         |port| {
             format!(
                 r#"{{"backends": [{list}], "listen": "127.0.0.1", "port": {port},
-                    "mode": "sp", "strategy": "weighted", "access_log": "-"}}"#
+                    "mode": "sp", "strategy": "weighted", "access_log": "{}",
+                    "access_log_format": "json"}}"#,
+                log.display()
             )
         },
         |_, file| vec!["-c".into(), file.into()],
     );
-    assert!(
-        lb.wait_for_log(
-            "access_log -: not written by this version",
-            Duration::from_secs(5)
-        ),
-        "{:?}",
-        lb.stderr_lines()
-    );
     assert!(lb.wait_for_log("strategy weighted", Duration::from_secs(5)));
     assert_eq!(lb.client().request("GET", "/", &[], b"").status, 200);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || !text().is_empty()),
+        "no access log line"
+    );
+    let v: serde_json::Value = serde_json::from_str(text().trim_end()).expect("a JSON line");
+    assert_eq!(v["status"], 200);
 }

@@ -87,8 +87,9 @@ pub fn report(c: &Config) -> String {
     }
     if let Some(log) = &c.access_log {
         line(format!(
-            "access log {}: not written by this version",
-            log.name()
+            "access log {} ({})",
+            log.name(),
+            c.access_log_format.name()
         ));
     }
     out

@@ -13,7 +13,7 @@ use clap::builder::PossibleValue;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ColorChoice, Parser, ValueEnum};
 
-use super::{AccessLog, Config, HealthConfig, LogLevel, Mode, Strategy, Timeouts};
+use super::{AccessLog, AccessLogFormat, Config, HealthConfig, LogLevel, Mode, Strategy, Timeouts};
 use super::{file, value};
 use crate::upstream::{self, BackendId};
 
@@ -154,6 +154,20 @@ struct Args {
     )]
     loglevel: Option<LogLevel>,
 
+    /// One line per request to this file (or - for stdout); reopened on SIGUSR1 [default: off]
+    #[arg(long, value_name = "PATH|-", value_parser = flag(value::path),
+          help_heading = "Logging and debugging")]
+    access_log: Option<PathBuf>,
+
+    /// combined | json [default: combined]
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        hide_possible_values = true,
+        help_heading = "Logging and debugging"
+    )]
+    access_log_format: Option<AccessLogFormat>,
+
     /// Dump request/response heads as they cross the proxy
     #[arg(short = 't', long, help_heading = "Logging and debugging")]
     trace: bool,
@@ -273,11 +287,15 @@ fn build(a: Args) -> Result<Config, String> {
             format!("{name} {}: {why}", path.display())
         })?;
     }
-    if let Some(AccessLog::File(path)) = &f.access_log {
+    let access_log = match &a.access_log {
+        Some(p) if p.as_os_str() == "-" => Some(AccessLog::Stdout),
+        Some(p) => Some(AccessLog::File(p.clone())),
+        None => f.access_log.clone(),
+    };
+    if let Some(AccessLog::File(path)) = &access_log {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir.filter(|d| !d.is_dir()) {
-            // Only the file has this key (the flag comes with the log).
-            let name = blame("--access-log", false, "access_log");
+            let name = blame("--access-log", a.access_log.is_some(), "access_log");
             return Err(format!(
                 "{name} {}: the directory {} does not exist",
                 path.display(),
@@ -315,7 +333,11 @@ fn build(a: Args) -> Result<Config, String> {
             connect: a.connect_timeout_ms.or(ft.connect).unwrap_or(d.connect),
             response: a.response_timeout_ms.or(ft.response).unwrap_or(d.response),
         },
-        access_log: f.access_log.map(|log| match log {
+        access_log_format: a
+            .access_log_format
+            .or(f.access_log_format)
+            .unwrap_or_default(),
+        access_log: access_log.map(|log| match log {
             AccessLog::File(p) => AccessLog::File(absolute(p)),
             AccessLog::Stdout => AccessLog::Stdout,
         }),
@@ -458,6 +480,15 @@ impl ValueEnum for Mode {
     }
 }
 
+impl ValueEnum for AccessLogFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[AccessLogFormat::Combined, AccessLogFormat::Json]
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
 impl ValueEnum for LogLevel {
     fn value_variants<'a>() -> &'a [Self] {
         &[
@@ -489,6 +520,38 @@ mod tests {
             }
             other => panic!("{args:?}: expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn access_log_flags() {
+        let c = parse(&["-b", "127.0.0.1:9001"]).unwrap();
+        assert_eq!(c.access_log, None);
+        assert_eq!(c.access_log_format, AccessLogFormat::Combined);
+        let c = parse(&["-b", "127.0.0.1:9001", "--access-log", "-"]).unwrap();
+        assert_eq!(c.access_log, Some(AccessLog::Stdout));
+        let c = parse(&[
+            "-b",
+            "127.0.0.1:9001",
+            "--access-log",
+            "/tmp/a.log",
+            "--access-log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(c.access_log, Some(AccessLog::File("/tmp/a.log".into())));
+        assert_eq!(c.access_log_format, AccessLogFormat::Json);
+        let e = invalid(&[
+            "-b",
+            "127.0.0.1:9001",
+            "--access-log",
+            "/nonexistent/dir/a.log",
+        ]);
+        assert!(
+            e.starts_with("--access-log /nonexistent/dir/a.log: the directory"),
+            "{e}"
+        );
+        let e = invalid(&["-b", "127.0.0.1:9001", "--access-log-format", "xml"]);
+        assert!(e.contains("combined") && e.contains("json"), "{e}");
     }
 
     #[test]

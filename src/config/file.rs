@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, de};
 use rustls::pki_types::ServerName;
 
 use super::value::{Count, FileName, Ip, Millis, Port, Socket};
-use super::{AccessLog, LogLevel, Mode, Strategy};
+use super::{AccessLog, AccessLogFormat, LogLevel, Mode, Strategy};
 use crate::upstream::{self, Backend, BackendId, ClientCert, HostHeader, TlsOptions};
 
 /// A valid config file. `None` (or `false`) means "not in the file": the
@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub pid_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub access_log: Option<AccessLog>,
+    pub access_log_format: Option<AccessLogFormat>,
     /// The switches (`-k`, `-t`, `--tls-trace`): a flag can only turn one
     /// on, so `false` and absent mean the same.
     pub insecure: bool,
@@ -195,6 +196,10 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
             true => AccessLog::Stdout,
             false => AccessLog::File(f.0),
         }),
+        access_log_format: raw.access_log_format.map(|f| match f {
+            JsonAccessLogFormat::Combined => AccessLogFormat::Combined,
+            JsonAccessLogFormat::Json => AccessLogFormat::Json,
+        }),
         insecure: raw.insecure.unwrap_or(false),
         trace: raw.trace.unwrap_or(false),
         tls_trace: raw.tls_trace.unwrap_or(false),
@@ -337,6 +342,7 @@ struct JsonFile {
     trace: Option<bool>,
     tls_trace: Option<bool>,
     access_log: Option<FileName>,
+    access_log_format: Option<JsonAccessLogFormat>,
 }
 
 #[derive(Deserialize)]
@@ -382,6 +388,13 @@ enum JsonStrategy {
 enum JsonMode {
     Mp,
     Sp,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum JsonAccessLogFormat {
+    Combined,
+    Json,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -498,7 +511,7 @@ mod tests {
           "loglevel": "debug", "strategy": "sticky",
           "metrics_addr": "[::1]:9100", "pid_file": "/run/lb.pid",
           "insecure": true, "ca_file": "ca.pem", "trace": true, "tls_trace": false,
-          "access_log": "-",
+          "access_log": "-", "access_log_format": "json",
           "head_timeout_ms": 1, "body_timeout_ms": 2, "idle_timeout_ms": 3,
           "connect_timeout_ms": 4, "response_timeout_ms": 5,
           "health": {"path": "/h", "interval_ms": 6, "timeout_ms": 7,
@@ -532,6 +545,7 @@ mod tests {
             pid_file: Some("/run/lb.pid".into()),
             ca_file: Some("ca.pem".into()),
             access_log: Some(AccessLog::Stdout),
+            access_log_format: Some(AccessLogFormat::Json),
             insecure: true,
             trace: true,
             tls_trace: false,

@@ -166,9 +166,30 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
-    /// The `access_log` file key, validated and kept for the access log,
-    /// which this version does not write yet (start-up warns).
+    /// `--access-log` / `"access_log"`: one line per request; off when
+    /// `None`.
     pub access_log: Option<AccessLog>,
+    /// `--access-log-format` / `"access_log_format"`.
+    pub access_log_format: AccessLogFormat,
+}
+
+/// How an access log line is written (README "Access log").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// nginx `combined` followed by `key=value` fields of the balancer.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+impl AccessLogFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessLogFormat::Combined => "combined",
+            AccessLogFormat::Json => "json",
+        }
+    }
 }
 
 /// Where the access log goes (`"access_log"`: a path, or `-` for stdout).

@@ -267,7 +267,10 @@ impl Master<'_> {
 
     fn on_signal(&mut self, signal: Signal, now: Instant) {
         match (signal, &self.phase) {
-            (Signal::Child | Signal::Cover, _) => {}
+            (Signal::Child, _) => {}
+            // logrotate: the workers write the access log (a worker just
+            // starting opens it anew anyway).
+            (Signal::Reopen, _) => self.signal_serving(NixSignal::SIGUSR1, true),
             (Signal::Stop, Phase::Stopping { successor, .. }) => {
                 crate::info!("master: second stop signal, killing workers");
                 if let Some(successor) = successor {

@@ -64,15 +64,8 @@ impl Master<'_> {
         match self.cover.publish(empty.iter().copied()) {
             Ok(false) => {}
             Ok(true) => {
-                // Only serving workers: one still starting may not read
-                // signals yet (SIGUSR1 would kill it), and reads the table
-                // itself once it serves.
-                for i in (0..self.slots.len()).filter(|&i| self.serving(i)) {
-                    if let Some(child) = &self.slots[i].child {
-                        let pid = Pid::from_raw(child.id() as i32);
-                        let _ = nix_signal::kill(pid, NixSignal::SIGUSR1);
-                    }
-                }
+                // Reads the table itself once it serves.
+                self.signal_serving(NixSignal::SIGUSR1, false);
             }
             Err(e) => crate::error!("master: cannot update the table of empty slots: {e}"),
         }
@@ -178,6 +171,19 @@ impl Master<'_> {
                     slot.respawn_at = Some(now + delay);
                 }
             }
+        }
+    }
+
+    /// Only serving workers, and with `retiring` those retiring after an
+    /// upgrade (they served, and still write the access log): one still
+    /// starting may not read signals yet, and SIGUSR1 would kill it.
+    pub(super) fn signal_serving(&self, signal: NixSignal, retiring: bool) {
+        let serving = (0..self.slots.len())
+            .filter(|&i| self.serving(i))
+            .filter_map(|i| self.slots[i].child.as_ref());
+        let retiring = self.retiring.iter().filter(|_| retiring);
+        for child in serving.chain(retiring) {
+            let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), signal);
         }
     }
 

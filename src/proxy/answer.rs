@@ -13,35 +13,19 @@ use crate::http1::request::Method;
 impl Session {
     /// Answers with an error and closes (SPEC §5 error table).
     pub(super) fn answer_error(&mut self, cx: &mut Ctx<'_>, e: ProxyError) -> Step {
-        let backend = self.backend;
-        if let (Some(id), Blame::Backend) = (backend, e.blame()) {
+        if let (Some(id), Blame::Backend) = (self.backend, e.blame()) {
             cx.backend_failed(id, e.reason());
         }
-        cx.metrics
-            .request(backend, e.status(), cx.now - self.started);
+        let answer = e.answer(self.answering_head());
+        self.end_with_error(cx, e, answer.len());
         self.drop_upstream(cx);
         if self.outhead_pos > 0 && self.outhead_pos < self.outhead.len() {
             // Half of an interim response is out: nothing more can be framed.
             return Err(Close);
         }
-        match e.status() {
-            500.. => crate::warn!(
-                "answered {} to {}: {}",
-                e.status(),
-                self.client_ip_str(),
-                e.reason()
-            ),
-            _ => crate::debug!(
-                "answered {} to {}: {}",
-                e.status(),
-                self.client_ip_str(),
-                e.reason()
-            ),
-        }
         cx.heads.lend(&mut self.outhead);
         self.outhead.clear();
-        let to_head = self.answering_head();
-        self.outhead.extend_from_slice(e.answer(to_head));
+        self.outhead.extend_from_slice(answer);
         self.outhead_pos = 0;
         self.phase = Phase::Answer { close: true };
         self.last_io = cx.now;
@@ -70,7 +54,8 @@ impl Session {
             && self.req.body() == BodyKind::None
     }
 
-    /// Answers a scrape; scrapes are not counted as requests.
+    /// Answers a scrape; scrapes are not counted as requests (they are in
+    /// the access log).
     pub(super) fn answer_metrics(&mut self, cx: &mut Ctx<'_>) -> Step {
         let body = cx.metrics.render(cx.backends);
         let close = !self.req.keep_alive || cx.draining;
@@ -86,14 +71,11 @@ impl Session {
         if !self.req.is_head() {
             self.outhead.extend_from_slice(body.as_bytes());
         }
+        self.end_scrape(cx, self.outhead.len());
         self.release_held();
         self.phase = Phase::Answer { close };
         self.last_io = cx.now;
         Ok(true)
-    }
-
-    fn client_ip_str(&self) -> &str {
-        std::str::from_utf8(self.client_ip.as_bytes()).unwrap_or("?")
     }
 
     pub(super) fn step_answer(&mut self, cx: &mut Ctx<'_>, close: bool) -> Step {

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::record::RetryReason;
 use super::{Close, Ctx, Downward, Phase, Read, Session, Step, trace_head, write_edge};
 use crate::config::Strategy;
 use crate::error::ProxyError;
@@ -55,6 +56,7 @@ impl Session {
                 .reframe(&mut self.inbuf.data_mut()[body_at..], false)
             {
                 Ok(r) => {
+                    self.rec.received += r.used as u64;
                     self.inbuf.cut(body_at + r.out, r.used - r.out);
                     self.body_pending = r.out;
                 }
@@ -290,6 +292,8 @@ impl Session {
             self.dirty = true;
             return Ok(true);
         }
+        self.rec.status = self.resp.status;
+        self.rec.response_head(cx.now);
         let backend = &cx.backends[id.0];
         self.close_after |= cx.draining || !self.resp.client_can_continue(client_http10);
         let set_sticky = match cx.config.strategy {
@@ -310,7 +314,7 @@ impl Session {
             trace_head("<-", &backend.label, &self.outhead[head_at..]);
         }
         if self.resp.status == 101 {
-            cx.metrics.request(Some(id), 101, cx.now - self.started);
+            self.end_request(cx, Some(id), 101);
             cx.backend_succeeded(id);
             self.phase = Phase::Tunnel;
             return Ok(true);
@@ -351,6 +355,7 @@ impl Session {
         match write_edge(&self.client, head, body, &mut self.writable) {
             Ok(Some(n)) => {
                 let from_head = n.min(head.len());
+                self.rec.sent += n as u64;
                 self.outhead_pos += from_head;
                 up.buf.consume(n - from_head);
                 self.down_pending -= n - from_head;
@@ -381,8 +386,7 @@ impl Session {
         }
         if let Some(id) = self.backend.take() {
             cx.balancer.on_finish(id);
-            cx.metrics
-                .request(Some(id), self.resp.status, cx.now - self.started);
+            self.end_request(cx, Some(id), self.resp.status);
             cx.backend_succeeded(id);
         }
         self.requests += 1;
@@ -442,6 +446,7 @@ impl Session {
         let label = &cx.backends[id.0].label;
         if reused && self.replayable && !self.retried {
             self.retried = true;
+            self.rec.retry(RetryReason::Reused);
             crate::debug!("backend {label}: {why} on a reused connection; re-sending");
             self.rewind_request(cx);
             let http1_only = self.req.upgrade.is_some();
@@ -458,6 +463,7 @@ impl Session {
                     self.upstream = Some(key);
                     self.phase = Phase::Connecting;
                     self.phase_since = cx.now;
+                    self.rec.connecting(cx.now);
                     Ok(true)
                 }
                 Err(_) => self.answer_error(cx, ProxyError::BadGateway(why)),
@@ -469,6 +475,7 @@ impl Session {
             crate::warn!("backend {label}: {why}; trying another backend");
             cx.backend_failed(id, why);
             self.rewind_request(cx);
+            self.rec.retry_next(RetryReason::Failed);
             return self.choose_backend(cx);
         }
         crate::warn!("backend {label}: {why}");

@@ -217,6 +217,7 @@ impl Session {
                 .reframe_to(&mut self.inbuf.data_mut()[body_at..], Out::DataThenTrailers)
             {
                 Ok(r) => {
+                    self.rec.received += r.used as u64;
                     self.inbuf.cut(body_at + r.out, r.used - r.out);
                     self.body_pending = r.out - r.trailers;
                     x.trailers += r.trailers;
@@ -354,6 +355,8 @@ impl Session {
             super::trace_head("<- (h2)", &backend.label, &self.outhead[head_at..]);
         }
         x.status = head.status().as_u16();
+        self.rec.status = x.status;
+        self.rec.response_head(cx.now);
         self.down = Downward::Body;
         match x.framing {
             Framing::None => x.body_done = true,
@@ -408,6 +411,7 @@ impl Session {
         match write_edge(&self.client, head, body, &mut self.writable) {
             Ok(Some(n)) => {
                 let from_head = n.min(head.len());
+                self.rec.sent += n as u64;
                 self.outhead_pos += from_head;
                 let from_body = n - from_head;
                 x.chunk_pos += from_body;
@@ -444,8 +448,7 @@ impl Session {
         };
         if let Some(id) = self.backend.take() {
             cx.balancer.on_finish(id);
-            cx.metrics
-                .request(Some(id), x.status, cx.now - self.started);
+            self.end_request(cx, Some(id), x.status);
             cx.backend_succeeded(id);
         }
         self.requests += 1;
@@ -479,6 +482,7 @@ impl Session {
                 );
             }
             self.rewind_request(cx);
+            self.rec.retry_next(super::record::RetryReason::Refused);
             self.ntries = self.ntries.saturating_sub(1);
             return self.choose_backend(cx);
         }

@@ -7,13 +7,15 @@
 //! length of one exchange. `exchange` relays a request and its response,
 //! `tunnel` relays an upgraded connection.
 
+mod account;
 mod answer;
 mod exchange;
 mod h2_exchange;
+pub(crate) mod record;
 mod tunnel;
 
 use std::io::{self, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,7 @@ use mio::Registry;
 use mio::event::Event;
 use mio::net::TcpStream;
 
+use crate::access_log::AccessLog;
 use crate::balance::{Balancer, STICKY_COOKIE};
 use crate::buffer::{Buf, BufPool, HeadPool};
 use crate::config::{Config, Strategy};
@@ -33,6 +36,7 @@ use crate::net::{Read, read_edge, write_edge};
 use crate::pool::Pool;
 use crate::upstream::{Backend, BackendId, HostHeader};
 use crate::worker::timer::{TimerKey, Timers};
+use record::RetryReason;
 
 /// Client read buffer: one request head fits in the common case; it grows
 /// once, to just over `MAX_HEAD`, for a connection that sends a huge head.
@@ -69,6 +73,8 @@ pub struct Ctx<'a> {
     /// The worker is stopping: connections close after their response.
     pub draining: bool,
     pub metrics: &'a Metrics,
+    /// `--access-log`; `None` (off) costs one branch per request.
+    pub access: Option<&'a mut AccessLog>,
     pub health: &'a mut Health,
 }
 
@@ -166,6 +172,8 @@ pub struct Session {
     metrics_only: bool,
     /// When the current request's head was complete.
     started: Instant,
+    /// What the current request was, for the metrics and the logs.
+    rec: record::Record,
     client: TcpStream,
     client_ip: IpText,
     readable: bool,
@@ -244,7 +252,7 @@ impl Session {
         key: usize,
         generation: u64,
         client: TcpStream,
-        ip: IpAddr,
+        peer: SocketAddr,
         metrics_only: bool,
         now: Instant,
     ) -> Session {
@@ -253,8 +261,9 @@ impl Session {
             generation,
             metrics_only,
             started: now,
+            rec: record::Record::new(peer, now),
             client,
-            client_ip: IpText::new(ip),
+            client_ip: IpText::new(peer.ip()),
             // Clients usually send right after connecting: try reading at
             // once instead of waiting a poll round for the first event.
             readable: true,
@@ -352,6 +361,7 @@ impl Session {
 
     /// Releases what the session holds besides its own socket.
     pub fn teardown(&mut self, cx: &mut Ctx<'_>) {
+        self.end_cut(cx);
         self.drop_upstream(cx);
         self.inbuf.clear();
         cx.bufs.reclaim(&mut self.inbuf);
@@ -470,6 +480,7 @@ impl Session {
         self.phase = Phase::ReadHead;
         let pipelined = !self.inbuf.is_empty();
         self.head_started = pipelined.then_some(cx.now);
+        self.rec.started = cx.now;
         self.dirty = pipelined;
         self.last_io = cx.now;
         cx.bufs.reclaim(&mut self.inbuf);
@@ -495,7 +506,10 @@ impl Session {
         }
         match self.read_client(cx)? {
             Read::Data => {
-                self.head_started.get_or_insert(cx.now);
+                if self.head_started.is_none() {
+                    self.head_started = Some(cx.now);
+                    self.rec.started = cx.now;
+                }
                 self.dirty = true;
                 Ok(true)
             }
@@ -509,6 +523,11 @@ impl Session {
         self.head_started = None;
         self.started = cx.now;
         self.hold_head = self.req.head_len;
+        self.rec.begin(cx.now, self.req.head_len);
+        if cx.access.is_some() {
+            // The head leaves the buffer once the response starts.
+            self.rec.capture(self.inbuf.data());
+        }
         if self.is_scrape(cx) {
             return self.answer_metrics(cx);
         }
@@ -561,6 +580,7 @@ impl Session {
             };
             self.tries[self.ntries] = id;
             self.ntries += 1;
+            self.rec.chose(id);
             self.write_upstream_head(cx, id);
             cx.balancer.on_start(id);
             self.backend = Some(id);
@@ -612,6 +632,7 @@ impl Session {
                 self.upstream = Some(key);
                 self.phase = Phase::Connecting;
                 self.phase_since = cx.now;
+                self.rec.connecting(cx.now);
                 self.h2_opening(cx, id);
                 Some(Ok(true))
             }
@@ -619,6 +640,7 @@ impl Session {
                 crate::warn!("backend {}: connect failed: {e}", backend.label);
                 cx.balancer.on_finish(id);
                 self.backend = None;
+                self.rec.retry_next(RetryReason::Connect);
                 None
             }
         }
@@ -664,6 +686,7 @@ impl Session {
         }
         match up.handshake() {
             Ok(true) => {
+                self.rec.connected(cx.now);
                 if cx.config.tls_trace
                     && let (Some(line), Some(id)) = (up.tls_summary(), self.backend)
                 {
@@ -701,6 +724,7 @@ impl Session {
             // backend it was written for.
             return self.answer_error(cx, ProxyError::NoBackend);
         }
+        self.rec.retry_next(RetryReason::Connect);
         self.choose_backend(cx)
     }
 

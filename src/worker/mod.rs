@@ -17,6 +17,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
+use crate::access_log::AccessLog;
 use crate::balance::Balancer;
 use crate::buffer::{BufPool, HeadPool};
 use crate::config::Config;
@@ -61,6 +62,8 @@ pub struct Worker {
     /// slot has no serving worker (`master::cover`).
     cover: Option<Cover>,
     metrics: Metrics,
+    /// `--access-log`: this worker's batch and file.
+    access: Option<AccessLog>,
     health: Health,
     /// Wakes the loop when the probe thread has new verdicts.
     _waker: Arc<Waker>,
@@ -104,6 +107,12 @@ impl Worker {
             poll.registry()
                 .register(l, token::METRICS_LISTENER, Interest::READABLE)?;
         }
+        let access = config
+            .access_log
+            .as_ref()
+            .map(|target| AccessLog::open(target, config.access_log_format))
+            .transpose()
+            .map_err(io::Error::other)?;
         let backends = config.backends.clone();
         let tls = tls::backend_configs(&backends, config.insecure, config.ca_file.as_deref())
             .map_err(io::Error::other)?;
@@ -123,6 +132,7 @@ impl Worker {
             metrics_listener,
             cover: None,
             metrics,
+            access,
             health,
             _waker: waker,
             sessions: Slab::with_capacity(1024),
@@ -151,7 +161,8 @@ impl Worker {
 
     /// SIGTERM/SIGINT stop the worker gracefully; for an mp worker
     /// (`under_master`) SIGUSR2 from its master retires it after an upgrade,
-    /// and SIGUSR1 says which other slots to cover.
+    /// and SIGUSR1 says which other slots to cover; SIGUSR1 also reopens
+    /// the access log.
     pub fn handle_signals(&mut self, signals: Signals, under_master: bool) -> io::Result<()> {
         signals.register(self.poll.registry(), token::SIGNALS)?;
         self.signals = Some(signals);
@@ -236,6 +247,9 @@ impl Worker {
     /// glibc keeps them otherwise, so RSS would stay at the peak.
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
+        if let Some(log) = self.access.as_mut() {
+            log.flush();
+        }
         let mut freed = self.pool.sweep(now, self.poll.registry());
         let metrics = &self.metrics;
         self.pool
@@ -316,9 +330,12 @@ impl Worker {
                 Signal::Reload => {
                     crate::warn!("SIGHUP ignored: config reload is not supported yet")
                 }
-                Signal::Cover => {
+                Signal::Reopen => {
                     if let Some(cover) = self.cover.as_mut() {
                         cover.refresh(self.poll.registry());
+                    }
+                    if let Some(log) = self.access.as_mut() {
+                        log.reopen();
                     }
                 }
                 Signal::Upgrade | Signal::Child => {}
@@ -435,7 +452,7 @@ impl Worker {
                         key,
                         self.generation,
                         stream,
-                        peer.ip(),
+                        peer,
                         metrics_only,
                         now,
                     )));
@@ -499,6 +516,7 @@ impl Worker {
             config: &self.config,
             draining: self.drain_deadline.is_some(),
             metrics: &self.metrics,
+            access: self.access.as_mut(),
             health: &mut self.health,
         };
         (&mut self.sessions, cx)
