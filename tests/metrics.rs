@@ -135,6 +135,35 @@ fn origin() -> Origin {
 }
 
 #[test]
+fn byte_counters_and_upstream_timings_follow_each_request() {
+    let o = origin();
+    let lb = Lb::start(&["--mode", "sp", "-b", &backend_arg(&o)]);
+    let request = b"GET /bytes/100 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let answer = common::raw_exchange(lb.port(), request, Duration::from_secs(5));
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    let post =
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let echoed = common::raw_exchange(lb.port(), post, Duration::from_secs(5));
+    assert!(echoed.starts_with(b"HTTP/1.1 200"), "{echoed:?}");
+    let m = Exposition::fetch(lb.port());
+    let backend = o.addr().to_string();
+    let b = [("backend", backend.as_str())];
+    let (up, down) = (request.len() + post.len(), answer.len() + echoed.len());
+    assert_eq!(m.get("lb_request_bytes_total", &b), up as f64, "{}", m.text);
+    assert_eq!(m.get("lb_response_bytes_total", &b), down as f64);
+    assert_eq!(
+        m.get("lb_upstream_response_duration_seconds_count", &b),
+        2.0
+    );
+    // The first request opened the backend connection; the second reused it.
+    assert_eq!(m.get("lb_upstream_connect_duration_seconds_count", &b), 1.0);
+    let zero_retries = m
+        .samples("lb_retries_total")
+        .all(|s| Exposition::value(s) == 0.0);
+    assert!(zero_retries, "{}", m.text);
+}
+
+#[test]
 fn the_exposition_parses_and_its_families_agree_with_the_traffic() {
     let o = origin();
     let lb = Lb::start(&["--mode", "mp", "-w", "2", "-b", &backend_arg(&o)]);

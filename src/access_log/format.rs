@@ -62,7 +62,7 @@ pub(crate) fn combined(out: &mut Vec<u8>, r: &Record, x: &Extra<'_>) {
     out.extend_from_slice(b" retries=");
     number(out, r.retries.into());
     out.extend_from_slice(b" retry=");
-    out.extend_from_slice(r.retry_reason.map_or("-", |w| w.as_str()).as_bytes());
+    out.extend_from_slice(r.retry_reason.map_or("-", |w| w.label()).as_bytes());
     out.extend_from_slice(b" received=");
     number(out, r.received);
     out.push(b'\n');
@@ -102,7 +102,7 @@ pub(crate) fn json(out: &mut Vec<u8>, r: &Record, x: &Extra<'_>) {
     number(out, r.retries.into());
     out.extend_from_slice(b",\"retry\":");
     match r.retry_reason {
-        Some(w) => json_string(out, w.as_str().as_bytes()),
+        Some(w) => json_string(out, w.label().as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"rejected\":");

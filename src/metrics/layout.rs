@@ -24,34 +24,36 @@ pub const BUCKETS: [f64; 13] = [
 /// microseconds, count.
 pub const HIST: usize = BUCKETS.len() + 2;
 
-/// Why a request went to a backend again (`lb_retries_total{reason}`).
+/// Why a request went to a backend again (`lb_retries_total{reason}`,
+/// and the access log's `retry` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryReason {
-    /// The connection could not be established.
+    /// The backend could not be connected: another one was tried.
     Connect,
-    /// Reading or writing failed mid-exchange.
-    Io,
-    /// The backend did not answer in time.
-    Timeout,
-    /// A reused keep-alive connection was closed by the backend as we sent:
-    /// the request is re-sent once on a new connection.
-    StaleConnection,
+    /// A reused idle connection was closed by the backend as we sent:
+    /// re-sent once on a fresh connection to the same backend.
+    Reused,
+    /// The backend failed an idempotent request before answering: another
+    /// backend was tried.
+    Failed,
+    /// An HTTP/2 backend refused the stream (not processed): re-sent.
+    Refused,
 }
 
 impl RetryReason {
     pub const ALL: [RetryReason; 4] = [
         RetryReason::Connect,
-        RetryReason::Io,
-        RetryReason::Timeout,
-        RetryReason::StaleConnection,
+        RetryReason::Reused,
+        RetryReason::Failed,
+        RetryReason::Refused,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
             RetryReason::Connect => "connect",
-            RetryReason::Io => "io",
-            RetryReason::Timeout => "timeout",
-            RetryReason::StaleConnection => "stale_connection",
+            RetryReason::Reused => "reused",
+            RetryReason::Failed => "failed",
+            RetryReason::Refused => "refused",
         }
     }
 }

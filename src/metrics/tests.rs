@@ -97,7 +97,7 @@ fn bytes_retries_and_upstream_timings_are_per_backend() {
     let m = Metrics::create(1).unwrap();
     m.bytes(BackendId(1), 100, 2000);
     m.bytes(BackendId(1), 10, 20);
-    m.retry(BackendId(0), RetryReason::StaleConnection);
+    m.retry(BackendId(0), RetryReason::Reused);
     m.retry(BackendId(0), RetryReason::Connect);
     m.retry(BackendId(0), RetryReason::Connect);
     m.upstream_timings(

@@ -97,6 +97,7 @@ impl Session {
     }
 
     fn write_record(&mut self, cx: &mut Ctx<'_>) {
+        self.count_record(cx);
         if cx.access.is_some() {
             self.capture_line();
             let label = self.rec.backend.map(|id| cx.backends[id.0].label.as_str());
@@ -106,6 +107,24 @@ impl Session {
             }
         }
         self.rec.reset();
+    }
+}
+
+impl Session {
+    /// The per-backend families fed by the record: bytes both ways,
+    /// upstream timings, retries.
+    fn count_record(&self, cx: &Ctx<'_>) {
+        let r = &self.rec;
+        for &(left, why) in r.retried() {
+            cx.metrics.retry(left, why);
+        }
+        let Some(id) = r.backend else {
+            return;
+        };
+        cx.metrics.bytes(id, r.received, r.sent);
+        if let Some(upstream) = r.upstream {
+            cx.metrics.upstream_timings(id, r.connect, upstream);
+        }
     }
 }
 

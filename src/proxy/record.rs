@@ -19,31 +19,11 @@ const LINE_MAX: usize = 1024;
 /// Longest `Referer` / `User-Agent` value kept.
 const FIELD_MAX: usize = 256;
 
-/// Why a request was sent again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RetryReason {
-    /// The backend could not be connected: another one was tried.
-    Connect,
-    /// A reused idle connection was closed by the backend as we sent:
-    /// re-sent once on a fresh connection to the same backend.
-    Reused,
-    /// The backend failed an idempotent request before answering: another
-    /// backend was tried.
-    Failed,
-    /// An HTTP/2 backend refused the stream (not processed): re-sent.
-    Refused,
-}
+pub(crate) use crate::metrics::RetryReason;
 
-impl RetryReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            RetryReason::Connect => "connect",
-            RetryReason::Reused => "reused",
-            RetryReason::Failed => "failed",
-            RetryReason::Refused => "refused",
-        }
-    }
-}
+/// Retries a record remembers, each with the backend it left: more than
+/// one session can make (tries, plus one re-send on a fresh connection).
+const RETRIES_KEPT: usize = 4;
 
 /// One request's account. Getters and `pub(crate)` fields are the API the
 /// metrics and the access log read.
@@ -72,6 +52,8 @@ pub(crate) struct Record {
     /// Times the request was sent again, and why the last time.
     pub(crate) retries: u8,
     pub(crate) retry_reason: Option<RetryReason>,
+    /// The first `RETRIES_KEPT` retries: the backend left, and why.
+    retried: [(BackendId, RetryReason); RETRIES_KEPT],
     /// The reason in words when the proxy answered with an error.
     pub(crate) error: Option<&'static str>,
     connect_started: Option<Instant>,
@@ -98,6 +80,7 @@ impl Record {
             upstream: None,
             retries: 0,
             retry_reason: None,
+            retried: [(BackendId(0), RetryReason::Connect); RETRIES_KEPT],
             error: None,
             connect_started: None,
             retry_pending: None,
@@ -128,9 +111,9 @@ impl Record {
     /// Backend `id` takes the request; a retry announced by
     /// [`Record::retry_next`] is counted now that it happens.
     pub(crate) fn chose(&mut self, id: BackendId) {
-        self.backend = Some(id);
+        let left = self.backend.replace(id);
         if let Some(why) = self.retry_pending.take() {
-            self.retry(why);
+            self.retry_from(left.unwrap_or(id), why);
         }
     }
 
@@ -154,9 +137,24 @@ impl Record {
         self.upstream = Some(now - self.started);
     }
 
+    /// The request goes again to the backend it is with.
     pub(crate) fn retry(&mut self, why: RetryReason) {
+        if let Some(id) = self.backend {
+            self.retry_from(id, why);
+        }
+    }
+
+    fn retry_from(&mut self, left: BackendId, why: RetryReason) {
+        if let Some(slot) = self.retried.get_mut(usize::from(self.retries)) {
+            *slot = (left, why);
+        }
         self.retries = self.retries.saturating_add(1);
         self.retry_reason = Some(why);
+    }
+
+    /// Each retry (as far as kept): the backend it left, and why.
+    pub(crate) fn retried(&self) -> &[(BackendId, RetryReason)] {
+        &self.retried[..usize::from(self.retries).min(RETRIES_KEPT)]
     }
 
     /// Whether the proxy answered the request with an error before any
@@ -249,6 +247,28 @@ mod tests {
 
     fn record() -> Record {
         Record::new("127.0.0.1:5000".parse().unwrap(), Instant::now())
+    }
+
+    #[test]
+    fn each_retry_names_the_backend_it_left() {
+        let mut r = record();
+        r.chose(BackendId(3));
+        r.retry(RetryReason::Reused);
+        r.retry_next(RetryReason::Connect);
+        r.chose(BackendId(5));
+        r.retry_next(RetryReason::Failed);
+        r.chose(BackendId(7));
+        assert_eq!(
+            r.retried(),
+            [
+                (BackendId(3), RetryReason::Reused),
+                (BackendId(3), RetryReason::Connect),
+                (BackendId(5), RetryReason::Failed),
+            ]
+        );
+        assert_eq!(r.retry_reason, Some(RetryReason::Failed));
+        r.reset();
+        assert!(r.retried().is_empty());
     }
 
     #[test]
