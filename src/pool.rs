@@ -164,6 +164,9 @@ pub struct Pool {
     tls_h2: Vec<Option<Arc<ClientConfig>>>,
     /// Per backend: the TLS server name, `None` for a plain backend.
     names: Vec<Option<ServerName<'static>>>,
+    /// Per backend: a reload took it out of rotation; its connections are
+    /// closed instead of pooled when their exchange ends.
+    retired: Vec<bool>,
 }
 
 impl Pool {
@@ -196,9 +199,48 @@ impl Pool {
                 .iter()
                 .map(|c| c.as_deref().map(tls::offering_h2))
                 .collect(),
+            retired: vec![false; names.len()],
             tls,
             names,
         })
+    }
+
+    /// A reload's backend table (an extension of the one before): room
+    /// for new backends, their TLS settings, and the idle connections of
+    /// backends no longer `active` closed at once.
+    pub fn update(
+        &mut self,
+        backends: &[Backend],
+        active: &[bool],
+        tls: Vec<Option<Arc<ClientConfig>>>,
+        registry: &Registry,
+    ) -> Result<(), String> {
+        let names = backends
+            .iter()
+            .map(|b| b.tls.then(|| tls::server_name(b.tls_name())).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let configured = |i: usize| tls.get(i).is_some_and(Option::is_some);
+        if (0..names.len()).any(|i| names[i].is_some() && !configured(i)) {
+            return Err("a TLS backend needs a TLS client configuration".into());
+        }
+        self.idle.resize_with(backends.len(), Vec::new);
+        self.tls_h2 = tls
+            .iter()
+            .map(|c| c.as_deref().map(tls::offering_h2))
+            .collect();
+        self.tls = tls;
+        self.names = names;
+        self.retired = (0..backends.len())
+            .map(|i| !active.get(i).copied().unwrap_or(false))
+            .collect();
+        for i in 0..backends.len() {
+            if self.retired[i] {
+                while let Some(key) = self.idle[i].pop() {
+                    self.close(key, registry);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, key: usize) -> Option<&Upstream> {
@@ -305,6 +347,7 @@ impl Pool {
         };
         let backend = conn.backend;
         if !reusable
+            || self.retired[backend.0]
             || conn.read_closed
             || !conn.buf.is_empty()
             || self.idle[backend.0].len() >= self.max_idle

@@ -5,6 +5,7 @@
 //! to sessions and backend connections → fire due timers → accept → sweep
 //! the pool. Nothing here blocks; the worker knows nothing of HTTP.
 
+pub mod follow;
 pub mod timer;
 pub mod token;
 
@@ -62,8 +63,9 @@ pub struct Worker {
     cover: Option<Cover>,
     metrics: Metrics,
     health: Health,
-    /// Wakes the loop when the probe thread has new verdicts.
-    _waker: Arc<Waker>,
+    /// Wakes the loop when the probe thread has new verdicts (or, in sp
+    /// mode, the config watcher saw a change).
+    waker: Arc<Waker>,
     /// Boxed: a vacant entry then costs a pointer, not a whole session,
     /// so a slab grown by a peak and pinned by one late connection at its
     /// top holds little once the peak is gone.
@@ -82,6 +84,13 @@ pub struct Worker {
     host_values: Vec<String>,
     timers: Timers,
     config: Arc<Config>,
+    /// Where config generations come from (`follow`); `None`: never
+    /// reloads.
+    reload: Option<follow::Source>,
+    /// The config generation running, and which backends of the table
+    /// are in rotation.
+    generation_number: u64,
+    active: Vec<bool>,
     generation: u64,
     last_sweep: Instant,
     /// The most sessions open at once since memory was last released.
@@ -105,6 +114,7 @@ impl Worker {
                 .register(l, token::METRICS_LISTENER, Interest::READABLE)?;
         }
         let backends = config.backends.clone();
+        let backends_len = backends.len();
         let tls = tls::backend_configs(&backends, config.insecure, config.ca_file.as_deref())
             .map_err(io::Error::other)?;
         let pool = Pool::new(&backends, MAX_IDLE_PER_BACKEND, POOL_IDLE, tls.clone())
@@ -124,7 +134,7 @@ impl Worker {
             cover: None,
             metrics,
             health,
-            _waker: waker,
+            waker,
             sessions: Slab::with_capacity(1024),
             pool,
             h2: H2Conns::new(Arc::clone(&wake), POOL_IDLE),
@@ -135,6 +145,9 @@ impl Worker {
             host_values: backends.iter().map(Backend::host_value).collect(),
             backends,
             timers: Timers::with_capacity(1024),
+            reload: None,
+            generation_number: 1,
+            active: vec![true; backends_len],
             config,
             generation: 0,
             last_sweep: Instant::now(),
@@ -168,6 +181,11 @@ impl Worker {
         if let Some(cover) = self.cover.as_mut() {
             cover.refresh(self.poll.registry());
         }
+        // A generation published while this worker was starting was not
+        // signalled to it.
+        if matches!(self.reload, Some(follow::Source::Master(_))) {
+            self.reload("start");
+        }
         loop {
             if let Some(deadline) = self.drain_deadline {
                 let now = Instant::now();
@@ -184,6 +202,9 @@ impl Worker {
                 true => self
                     .timers
                     .next()
+                    .into_iter()
+                    .chain(self.reload_deadline())
+                    .min()
                     .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK)),
                 // Woken tasks left over from the last turn run first.
                 false => Duration::ZERO,
@@ -217,6 +238,7 @@ impl Worker {
             }
             self.run_woken(now);
             self.fire_timers(now);
+            self.poll_watch(now);
             if now.duration_since(self.last_sweep) >= TICK {
                 self.sweep(now);
             }
@@ -303,9 +325,7 @@ impl Worker {
                 Signal::Upgrade if !self.under_master => {
                     crate::warn!("SIGUSR2 ignored: binary upgrade needs mp mode (a master)");
                 }
-                Signal::Reload => {
-                    crate::warn!("SIGHUP ignored: config reload is not supported yet")
-                }
+                Signal::Reload => self.reload("SIGHUP"),
                 Signal::Cover => {
                     if let Some(cover) = self.cover.as_mut() {
                         cover.refresh(self.poll.registry());
