@@ -76,7 +76,7 @@ struct Args {
     )]
     backends: Vec<String>,
 
-    /// JSON config file, read at start; explicit flags override it (FILE below)
+    /// JSON config file, reloaded on change and SIGHUP; explicit flags override it (FILE below)
     #[arg(short = 'c', long = "config", value_name = "FILE", value_parser = flag(value::path),
           help_heading = "Backends")]
     config: Option<PathBuf>,
