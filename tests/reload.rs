@@ -229,34 +229,116 @@ fn backends_are_added_removed_and_reweighted_under_load() {
     assert!(failures.is_empty(), "failed requests: {failures:?}");
 }
 
+/// A backend whose `/slow` answers after 2 s, saying on `arrived` when
+/// one came in; every other request (health probes) is answered at once.
+/// Counts the requests that are not probes.
+struct SlowOrigin {
+    addr: std::net::SocketAddr,
+    requests: Arc<AtomicU32>,
+    arrived: std::sync::mpsc::Receiver<()>,
+}
+
+impl SlowOrigin {
+    fn start() -> SlowOrigin {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU32::new(0));
+        let (tx, arrived) = std::sync::mpsc::channel();
+        let counted = requests.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (tx, counted) = (tx.clone(), counted.clone());
+                thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut stream = stream;
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" => break,
+                                Ok(_) => head.push_str(&line),
+                            }
+                        }
+                        if !head.contains("load_balancer-health") {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if head.starts_with("GET /slow") {
+                            let _ = tx.send(());
+                            thread::sleep(Duration::from_secs(2));
+                        }
+                        let answer =
+                            "HTTP/1.1 200 OK\r\nX-Origin: slow\r\nContent-Length: 2\r\n\r\nok";
+                        if stream.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowOrigin {
+            addr,
+            requests,
+            arrived,
+        }
+    }
+}
+
 #[test]
 fn a_removed_backend_finishes_its_request_in_flight() {
-    let (a, b) = (origin("a"), origin("b"));
+    let slow = SlowOrigin::start();
+    let b = origin("b");
     let dir = scratch_dir("inflight");
     let file = dir.join("lb.json");
-    std::fs::write(&file, json(&[(&a, 1)], "round_robin")).unwrap();
+    let config = |port: u16| {
+        format!(
+            r#"{{"backends": [{{"host": "127.0.0.1", "port": {port}}}], "health": {{"interval_ms": 200}}, "loglevel": "debug"}}"#
+        )
+    };
+    std::fs::write(&file, config(slow.addr.port())).unwrap();
     let lb = start(&file, "mp");
     let port = lb.port();
-    let slow = thread::spawn(move || {
+    let client = thread::spawn(move || {
         let mut c = Client::connect(port);
         c.set_read_timeout(Duration::from_secs(10));
-        c.request("GET", "/delay/2000", &[], b"")
+        let r = c.request("GET", "/slow", &[], b"");
+        (r, Instant::now())
     });
+    slow.arrived
+        .recv_timeout(APPLY)
+        .expect("the slow request reached the backend");
+    replace(&file, &config(b.addr().port()));
+    // Both workers took it up (the master counts it when it publishes).
     assert!(
-        wait_until(APPLY, || a.requests() >= 1),
-        "the slow request reached a"
+        wait_until(APPLY, || lb
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains("config generation 2 applied"))
+            .count()
+            == 2),
+        "{:#?}",
+        lb.stderr_lines()
     );
-    replace(&file, &json(&[(&b, 1)], "round_robin"));
-    exactly_reloads(&lb, 1);
-    let before = a.requests();
+    let applied = Instant::now();
+    let before = slow.requests.load(Ordering::SeqCst);
     for _ in 0..20 {
         let r = common::get(lb.port(), "/");
         assert_eq!(r.header("x-origin"), Some("b"));
     }
-    assert_eq!(a.requests(), before, "no new request reaches a");
-    let r = slow.join().expect("slow client");
-    assert_eq!(r.status, 200, "the request in flight on a completes");
-    assert_eq!(r.header("x-origin"), Some("a"));
+    assert_eq!(
+        slow.requests.load(Ordering::SeqCst),
+        before,
+        "no new request reaches it"
+    );
+    let (r, done) = client.join().expect("slow client");
+    assert!(
+        done > applied,
+        "the request was in flight across the reload"
+    );
+    assert_eq!(r.status, 200, "the request in flight completes");
+    assert_eq!(r.header("x-origin"), Some("slow"));
 }
 
 #[test]
@@ -415,5 +497,35 @@ fn sp_mode_watches_and_applies_itself() {
         reloads(lb.port(), "success"),
         2,
         "an unchanged re-read is no reload"
+    );
+}
+
+#[test]
+fn a_binary_upgrade_after_a_reload_keeps_the_new_set() {
+    let (a, b) = (origin("a"), origin("b"));
+    let dir = scratch_dir("usr2");
+    let file = dir.join("lb.json");
+    std::fs::write(&file, json(&[(&a, 1)], "round_robin")).unwrap();
+    let lb = start(&file, "mp");
+    replace(&file, &json(&[(&b, 1)], "round_robin"));
+    exactly_reloads(&lb, 1);
+    lb.signal("USR2");
+    assert!(
+        lb.wait_for_log("upgrade: new master", Duration::from_secs(10)),
+        "{:#?}",
+        lb.stderr_lines()
+    );
+    let before = a.requests();
+    for _ in 0..40 {
+        assert_eq!(common::get(lb.port(), "/").header("x-origin"), Some("b"));
+    }
+    assert_eq!(a.requests(), before);
+    // The new master watches the file in turn.
+    replace(&file, &json(&[(&a, 1)], "round_robin"));
+    assert!(
+        wait_until(APPLY, || common::get(lb.port(), "/").header("x-origin")
+            == Some("a")),
+        "{:#?}",
+        lb.stderr_lines()
     );
 }

@@ -148,11 +148,7 @@ impl Worker {
             config: (*self.config).clone(),
             active: self.active.clone(),
         };
-        crate::debug!(
-            "applying config generation {}: {}",
-            next.number,
-            Diff::between(&before, &next)
-        );
+        let diff = Diff::between(&before, &next);
         self.balancer.update(cfg.strategy, table);
         self.health.update(table.len(), &next.active, &cfg.health);
         let probed: Vec<Backend> = next.active_backends().cloned().collect();
@@ -170,6 +166,7 @@ impl Worker {
         self.backends = table.clone();
         crate::log::set_level(cfg.log_level);
         self.generation_number = next.number;
+        crate::debug!("config generation {} applied: {diff}", next.number);
         self.active = next.active;
         self.config = Arc::new(next.config);
     }
