@@ -68,6 +68,22 @@ impl Balancer {
         self
     }
 
+    /// A reload: the strategy and weights now configured, room for new
+    /// backends (appended ids). Known backends keep their place in the
+    /// rotation, their weighted score and their in-flight count.
+    pub fn update(&mut self, strategy: Strategy, backends: &[Backend]) {
+        let n = backends.len().max(self.len());
+        self.strategy = strategy;
+        self.weight.resize(n, 1);
+        self.current.resize(n, 0);
+        self.in_flight.resize(n, 0);
+        self.sticky_ids.resize(n, 0);
+        for b in backends {
+            self.weight[b.id.0] = i64::from(b.weight.max(1));
+            self.sticky_ids[b.id.0] = b.sticky_id;
+        }
+    }
+
     pub fn strategy(&self) -> Strategy {
         self.strategy
     }

@@ -27,6 +27,7 @@ pub mod notify;
 pub mod origin;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod shm;
 pub mod signals;
 pub mod tls;

@@ -11,7 +11,10 @@ use load_balancer::config::cli::{self, CliError};
 use load_balancer::config::{Config, Mode};
 use load_balancer::master::{self, spawn};
 use load_balancer::metrics::Metrics;
+use load_balancer::reload::handoff::Handoff;
+use load_balancer::reload::{Generation, Reloader};
 use load_balancer::signals::Signals;
+use load_balancer::worker::follow::Source;
 use load_balancer::worker::{self, Worker};
 
 fn main() -> ExitCode {
@@ -20,18 +23,27 @@ fn main() -> ExitCode {
     if let Some(code) = load_balancer::generate::from_args(&args) {
         return code;
     }
-    let config = match cli::parse_from(&args) {
-        Ok(config) => config,
-        Err(CliError::Display(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(CliError::Invalid(line)) => return fail(&line),
-    };
-    load_balancer::log::set_level(config.log_level);
     let slot = std::env::var(spawn::SLOT_ENV)
         .ok()
         .and_then(|s| s.parse::<usize>().ok());
+    // A master's worker runs the generation its master validated (argv and
+    // the file may have changed since: a respawned worker must not re-read
+    // them).
+    let (config, followed) = match slot {
+        Some(slot) => match master_generation(slot) {
+            Ok((handoff, generation)) => (generation.config.clone(), Some((handoff, generation))),
+            Err(line) => return fail(&line),
+        },
+        None => match cli::parse_from(&args) {
+            Ok(config) => (config, None),
+            Err(CliError::Display(text)) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Err(CliError::Invalid(line)) => return fail(&line),
+        },
+    };
+    load_balancer::log::set_level(config.log_level);
     load_balancer::log::set_role(load_balancer::log::Role::of(slot, config.mode));
     if slot.is_none() && config.insecure && config.backends.iter().any(|b| b.tls) {
         load_balancer::warn!(
@@ -39,8 +51,14 @@ fn main() -> ExitCode {
         );
     }
     let result = match (slot, config.mode) {
-        (Some(slot), _) => run_worker_process(config, slot),
-        (None, Mode::Single) => run_single(config),
+        (Some(slot), _) => match followed {
+            Some((handoff, generation)) => run_worker_process(config, slot, handoff, generation),
+            None => Err(format!("worker {slot}: no config from the master")),
+        },
+        (None, Mode::Single) => {
+            let reloader = Reloader::new(args.into_iter().skip(1).collect(), config.clone());
+            run_single(config, reloader)
+        }
         (None, Mode::Multi) => {
             let argv0 = master::title::original_argv0(&args);
             master::title::become_titled(&args);
@@ -65,7 +83,15 @@ fn run_master(config: Config, argv0: &OsString, args: Vec<OsString>) -> Result<(
     master::run(&config, argv0, args, signals)
 }
 
-fn run_single(config: Config) -> Result<(), String> {
+/// The config hand-off a master gave worker `slot`, and what it holds.
+fn master_generation(slot: usize) -> Result<(Handoff, Generation), String> {
+    let handoff = Handoff::attach(worker::inherited_fd(spawn::HANDOFF_FD))
+        .map_err(|e| format!("worker {slot}: no config from the master: {e}"))?;
+    let generation = handoff.read().map_err(|e| format!("worker {slot}: {e}"))?;
+    Ok((handoff, generation))
+}
+
+fn run_single(config: Config, reloader: Reloader) -> Result<(), String> {
     let signals = Signals::install().map_err(|e| format!("cannot set up signal handling: {e}"))?;
     let listener = worker::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -84,11 +110,28 @@ fn run_single(config: Config) -> Result<(), String> {
     );
     let counters =
         Metrics::create(1).map_err(|e| format!("cannot create the metrics block: {e}"))?;
-    serve(config, listener, metrics, counters, signals)
+    let generation = reloader.current().clone();
+    let source = Source::Own {
+        reloader: Box::new(reloader),
+        watcher: None,
+    };
+    serve(
+        config,
+        listener,
+        metrics,
+        counters,
+        signals,
+        (source, generation),
+    )
 }
 
 /// A worker started by a master: its sockets are inherited descriptors.
-fn run_worker_process(config: Config, slot: usize) -> Result<(), String> {
+fn run_worker_process(
+    config: Config,
+    slot: usize,
+    handoff: Handoff,
+    generation: Generation,
+) -> Result<(), String> {
     let signals = Signals::install()
         .map_err(|e| format!("worker {slot}: cannot set up signal handling: {e}"))?;
     let listener = worker::inherited_listener(spawn::LISTEN_FD)
@@ -106,7 +149,15 @@ fn run_worker_process(config: Config, slot: usize) -> Result<(), String> {
     if let Err(e) = worker::pin_to_cpu(slot) {
         load_balancer::warn!("worker {slot}: cannot pin to a CPU: {e}");
     }
-    serve(config, listener, metrics, counters, signals)
+    let source = Source::Master(handoff);
+    serve(
+        config,
+        listener,
+        metrics,
+        counters,
+        signals,
+        (source, generation),
+    )
 }
 
 fn serve(
@@ -115,9 +166,14 @@ fn serve(
     metrics: Option<std::net::TcpListener>,
     counters: Metrics,
     signals: Signals,
+    (source, generation): (Source, Generation),
 ) -> Result<(), String> {
     let mut worker = Worker::new(Arc::new(config), listener, metrics, counters)
         .map_err(|e| format!("cannot start the worker: {e}"))?;
+    worker.follow(source, &generation);
+    if let Err(e) = worker.watch() {
+        load_balancer::warn!("{e}; SIGHUP still reloads it");
+    }
     let under_master = std::env::var_os(spawn::SLOT_ENV).is_some();
     worker
         .handle_signals(signals, under_master)

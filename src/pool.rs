@@ -166,6 +166,9 @@ pub struct Pool {
     names: Vec<Option<ServerName<'static>>>,
     /// Scratch for `gauges`, one count per backend.
     busy: Vec<usize>,
+    /// Per backend: a reload took it out of rotation; its connections are
+    /// closed instead of pooled when their exchange ends.
+    retired: Vec<bool>,
 }
 
 impl Pool {
@@ -198,10 +201,50 @@ impl Pool {
                 .iter()
                 .map(|c| c.as_deref().map(tls::offering_h2))
                 .collect(),
+            retired: vec![false; names.len()],
             tls,
             names,
             busy: vec![0; backends.len()],
         })
+    }
+
+    /// A reload's backend table (an extension of the one before): room
+    /// for new backends, their TLS settings, and the idle connections of
+    /// backends no longer `active` closed at once.
+    pub fn update(
+        &mut self,
+        backends: &[Backend],
+        active: &[bool],
+        tls: Vec<Option<Arc<ClientConfig>>>,
+        registry: &Registry,
+    ) -> Result<(), String> {
+        let names = backends
+            .iter()
+            .map(|b| b.tls.then(|| tls::server_name(b.tls_name())).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let configured = |i: usize| tls.get(i).is_some_and(Option::is_some);
+        if (0..names.len()).any(|i| names[i].is_some() && !configured(i)) {
+            return Err("a TLS backend needs a TLS client configuration".into());
+        }
+        self.idle.resize_with(backends.len(), Vec::new);
+        self.busy.resize(backends.len(), 0);
+        self.tls_h2 = tls
+            .iter()
+            .map(|c| c.as_deref().map(tls::offering_h2))
+            .collect();
+        self.tls = tls;
+        self.names = names;
+        self.retired = (0..backends.len())
+            .map(|i| !active.get(i).copied().unwrap_or(false))
+            .collect();
+        for i in 0..backends.len() {
+            if self.retired[i] {
+                while let Some(key) = self.idle[i].pop() {
+                    self.close(key, registry);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, key: usize) -> Option<&Upstream> {
@@ -325,6 +368,7 @@ impl Pool {
         };
         let backend = conn.backend;
         if !reusable
+            || self.retired[backend.0]
             || conn.read_closed
             || !conn.buf.is_empty()
             || self.idle[backend.0].len() >= self.max_idle

@@ -8,11 +8,13 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 /// Index of a backend in `Config::backends` (and in every per-backend table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct BackendId(pub usize);
 
 /// Which `Host` header a backend receives (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HostHeader {
     /// Client's Host for plain HTTP backends, the backend's name for TLS ones.
     Auto,
@@ -26,7 +28,7 @@ pub enum HostHeader {
 /// `proxy_ssl_*` and HAProxy's `ca-file`/`sni`/`crt`); empty for `-b`
 /// backends. Checked at start-up (`config::file`); `tls::client_config`
 /// turns them into the connection settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TlsOptions {
     /// PEM bundle trusted for this backend *instead of* webpki-roots and
     /// `--ca-file`: an internal CA's backend accepts no public certificate.
@@ -39,7 +41,7 @@ pub struct TlsOptions {
 }
 
 /// A client certificate chain and its private key, both PEM files.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ClientCert {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -51,7 +53,7 @@ impl TlsOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Backend {
     pub id: BackendId,
     /// Host as configured: a DNS name or an IP literal (IPv6 without brackets).

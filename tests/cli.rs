@@ -631,10 +631,11 @@ fn help_tells_the_truth_about_the_config_file() {
     assert!(!o.stdout.contains("hot-reloaded"), "{}", o.stdout);
     assert!(!o.stdout.contains("replace -b"), "{}", o.stdout);
     for want in [
-        "-c, --config <FILE>    JSON config file, read at start",
+        "-c, --config <FILE>    JSON config file, reloaded on change and SIGHUP",
         "--check",
         "exit 0 or 1; serves nothing",
-        "read at start only: SIGHUP does not re-read it yet",
+        "file is watched and re-read on change and on SIGHUP",
+        "listen, port, workers and mode need SIGUSR2",
         "[default: on the listen port]",
     ] {
         assert!(

@@ -34,7 +34,8 @@ Port 443 or https:// means TLS to that backend. Host names are resolved at start
 
 Config FILE: JSON with \"backends\" and a key for every other option (README);
 -b cannot be combined with it, other flags given explicitly override it. The
-file is read at start only: SIGHUP does not re-read it yet.";
+file is watched and re-read on change and on SIGHUP (reload: backends, weights,
+strategy, health, timeouts; listen, port, workers and mode need SIGUSR2).";
 
 // Flags that the config file may also set are `Option`s (or switches) with
 // no clap default, so "given explicitly" stays visible; their defaults are
@@ -75,7 +76,7 @@ struct Args {
     )]
     backends: Vec<String>,
 
-    /// JSON config file, read at start; explicit flags override it (FILE below)
+    /// JSON config file, reloaded on change and SIGHUP; explicit flags override it (FILE below)
     #[arg(short = 'c', long = "config", value_name = "FILE", value_parser = flag(value::path),
           help_heading = "Backends")]
     config: Option<PathBuf>,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::upstream::Backend;
 
 /// Load-balancing strategy (SPEC §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Strategy {
     RoundRobin,
     Weighted,
@@ -54,7 +54,7 @@ impl Strategy {
 }
 
 /// Process model (SPEC §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
     /// A master that forks one worker per slot.
     Multi,
@@ -73,7 +73,9 @@ impl Mode {
 }
 
 /// Log filter, most severe first so `level <= configured` means "print".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum LogLevel {
     Err = 0,
     Warn = 1,
@@ -94,7 +96,7 @@ impl LogLevel {
 }
 
 /// Active and passive health-check settings (SPEC §8).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HealthConfig {
     pub path: String,
     pub interval: Duration,
@@ -119,7 +121,7 @@ impl Default for HealthConfig {
 }
 
 /// The proxy's timers (SPEC §5). Configurable so tests can run them quickly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timeouts {
     /// A client must deliver a complete request head within this (408).
     pub head: Duration,
@@ -148,7 +150,7 @@ impl Default for Timeouts {
 }
 
 /// Everything the program needs to run, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     pub listen: SocketAddr,
     pub backends: Vec<Backend>,
@@ -174,7 +176,7 @@ pub struct Config {
 }
 
 /// How an access log line is written (README "Access log").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum AccessLogFormat {
     /// nginx `combined` followed by `key=value` fields of the balancer.
     #[default]
@@ -193,7 +195,7 @@ impl AccessLogFormat {
 }
 
 /// Where the access log goes (`"access_log"`: a path, or `-` for stdout).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AccessLog {
     Stdout,
     File(PathBuf),

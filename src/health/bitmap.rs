@@ -65,6 +65,20 @@ impl HealthBitmap {
         }
     }
 
+    /// Room for `n` backends; the new ones start up (a reload appends).
+    pub fn grow(&mut self, n: usize) {
+        if n <= self.len {
+            return;
+        }
+        self.words.resize(n.div_ceil(64), 0);
+        let old = self.len;
+        self.len = n;
+        for i in old..n {
+            self.words[i >> 6] |= 1u64 << (i & 63);
+        }
+        self.up += n - old;
+    }
+
     pub fn up_count(&self) -> usize {
         self.up
     }

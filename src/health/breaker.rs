@@ -70,6 +70,16 @@ impl Breaker {
         }
     }
 
+    /// After a reload: room for `n` backends (new ones unproven) and the
+    /// thresholds now configured; streaks of known backends are kept.
+    pub fn update(&mut self, n: usize, unhealthy_threshold: u32, healthy_threshold: u32) {
+        if n > self.streaks.len() {
+            self.streaks.resize(n, Streaks::default());
+        }
+        self.unhealthy_threshold = unhealthy_threshold.max(1);
+        self.healthy_threshold = healthy_threshold.max(1);
+    }
+
     pub fn unhealthy_threshold(&self) -> u32 {
         self.unhealthy_threshold
     }

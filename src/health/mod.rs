@@ -36,6 +36,10 @@ pub struct Health {
     /// Per backend, the prober's failed-probe count last reported.
     seen_failed: Vec<u64>,
     cfg: HealthConfig,
+    /// Backends a reload took out of rotation: kept down in `bitmap` (so
+    /// panic mode counts only the configured ones), never probed, never
+    /// admitted.
+    retired: Vec<bool>,
 }
 
 impl Health {
@@ -49,7 +53,42 @@ impl Health {
             seen_round: 0,
             seen_failed: vec![0; n],
             cfg: cfg.clone(),
+            retired: vec![false; n],
         }
+    }
+
+    /// A reload's new backend table (`backends`, an extension of the one
+    /// before) and settings: new backends start up; `active[i]` false
+    /// retires backend i, true brings a retired one back up; the breaker
+    /// state of the others is kept. Probes must be restarted after this.
+    pub fn update(&mut self, n: usize, active: &[bool], cfg: &HealthConfig) {
+        self.bitmap.grow(n);
+        self.breaker
+            .update(n, cfg.unhealthy_threshold, cfg.healthy_threshold);
+        if self.seen_failed.len() < n {
+            self.seen_failed.resize(n, 0);
+        }
+        self.retired.resize(n, false);
+        for (i, &on) in active.iter().enumerate().take(n) {
+            let id = BackendId(i);
+            match (on, self.retired[i]) {
+                (false, false) => {
+                    self.retired[i] = true;
+                    self.bitmap.set(id, false);
+                }
+                (true, true) => {
+                    self.retired[i] = false;
+                    self.bitmap.set(id, true);
+                }
+                _ => {}
+            }
+        }
+        self.cfg = cfg.clone();
+    }
+
+    /// Whether a reload took `id` out of rotation.
+    pub fn is_retired(&self, id: BackendId) -> bool {
+        self.retired.get(id.0).copied().unwrap_or(false)
     }
 
     /// Spawns this worker's probe thread, which wakes the loop through
@@ -62,7 +101,10 @@ impl Health {
         tls: Vec<Option<Arc<rustls::ClientConfig>>>,
         waker: Arc<mio::Waker>,
     ) -> io::Result<JoinHandle<()>> {
-        let results = Arc::new(ProbeResults::new(backends.len()));
+        // Indexed by id: after a reload `backends` (those in rotation) may
+        // skip ids.
+        let slots = backends.iter().map(|b| b.id.0 + 1).max().unwrap_or(0);
+        let results = Arc::new(ProbeResults::new(slots.max(self.bitmap.len())));
         // Attached before the thread runs: attaching takes the round and the
         // failure counts as already seen, so a first round finished in
         // between would be skipped.
@@ -111,7 +153,9 @@ impl Health {
     /// "not already tried for this request" check.
     #[inline]
     pub fn admits(&self, id: BackendId) -> bool {
-        self.bitmap.is_up(id) || self.bitmap.all_down()
+        // A retired backend is always down in the bitmap, so only panic
+        // mode needs to ask.
+        self.bitmap.is_up(id) || (self.bitmap.all_down() && !self.is_retired(id))
     }
 
     pub fn up_count(&self) -> usize {
@@ -152,6 +196,11 @@ impl Health {
     /// up (one store), so it can be called after every exchange.
     pub fn on_success(&mut self, id: BackendId, label: &str) -> Option<Transition> {
         let t = self.breaker.on_success(id, &mut self.bitmap);
+        if t.is_some() && self.is_retired(id) {
+            // An exchange that was in flight when a reload retired it.
+            self.bitmap.set(id, false);
+            return None;
+        }
         if t.is_some() {
             self.log_up(label);
         }

@@ -18,15 +18,19 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll, Token, Waker};
 use nix::sys::signal::{self as nix_signal, Signal as NixSignal};
 use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::config::value::duration_text;
 use crate::metrics::Metrics;
+use crate::reload::handoff::Handoff;
+use crate::reload::watch::Watcher;
+use crate::reload::{Outcome, Reloader};
 use crate::signals::{Signal, Signals};
 use listeners::SlotSockets;
 use slots::Slot;
@@ -51,6 +55,8 @@ const CARRY_EVERY: Duration = Duration::from_millis(250);
 const SIGNALS: Token = Token(0);
 /// The successor's pipe, during the rollback window.
 const SUCCESSOR: Token = Token(1);
+/// The config watcher's wake-ups.
+const WATCH: Token = Token(2);
 
 enum Phase {
     Serving,
@@ -103,6 +109,14 @@ struct Master<'a> {
     /// The same pipe once we told it we serve: we tell it when we stop, so
     /// that it stops too instead of rolling back.
     predecessor: Option<std::fs::File>,
+    /// Re-reads the config (SIGHUP, the watcher) and keeps the generation
+    /// the workers run.
+    reloader: Reloader,
+    /// Where workers read the current generation.
+    handoff: Handoff,
+    /// `None` without a config file (or when it cannot be watched: SIGHUP
+    /// still reloads).
+    watcher: Option<Watcher>,
 }
 
 /// Runs the master until it is stopped or has handed over to a new binary.
@@ -150,6 +164,20 @@ pub fn run(
     signals
         .register(poll.registry(), SIGNALS)
         .map_err(|e| format!("cannot watch signals: {e}"))?;
+    let reloader = Reloader::new(args.clone(), config.clone());
+    let handoff =
+        Handoff::create().map_err(|e| format!("cannot create the config hand-off: {e}"))?;
+    handoff.publish(reloader.current())?;
+    let watcher = match &config.config_file {
+        Some(file) => {
+            let waker = Waker::new(poll.registry(), WATCH)
+                .map_err(|e| format!("cannot create the event loop's waker: {e}"))?;
+            Watcher::start(file, Arc::new(waker))
+                .inspect_err(|e| crate::warn!("{e}; SIGHUP still reloads it"))
+                .ok()
+        }
+        None => None,
+    };
     let now = Instant::now();
     let slots = sockets
         .into_iter()
@@ -174,6 +202,9 @@ pub fn run(
         phase: Phase::Serving,
         report_ready_to,
         predecessor: None,
+        reloader,
+        handoff,
+        watcher,
     };
     crate::info!("master starting {}", workers(master.slots.len()));
     master.respawn_due(now);
@@ -212,6 +243,9 @@ impl Master<'_> {
                 announced = true;
                 self.announce_serving()?;
             }
+            if self.watcher.as_mut().is_some_and(|w| w.poll(now)) {
+                self.reload("the file changed");
+            }
             self.reap(now);
             if now >= self.carry_at {
                 // The old tree may still count while it drains.
@@ -240,10 +274,12 @@ impl Master<'_> {
             Phase::Upgrading { deadline, .. } | Phase::Stopping { deadline, .. } => Some(*deadline),
             Phase::HandedOver { until, .. } => Some(*until),
         };
+        let reread = self.watcher.as_ref().and_then(Watcher::deadline);
         self.slots
             .iter()
             .filter_map(|s| s.respawn_at)
             .chain(phase)
+            .chain(reread)
             .min()
     }
 
@@ -302,8 +338,32 @@ impl Master<'_> {
             (Signal::Upgrade, _) => {
                 crate::warn!("master: upgrade signal ignored: an upgrade or stop is under way")
             }
-            (Signal::Reload, _) => {
-                crate::warn!("master: SIGHUP ignored: config reload is not supported yet")
+            (Signal::Reload, _) => self.reload("SIGHUP"),
+        }
+    }
+
+    /// Re-reads the config; a new generation is published and every
+    /// serving worker told (SIGHUP). One still starting reads it itself
+    /// once it serves (SIGHUP would kill it before its signal handling is
+    /// up). Not while stopping or handed over: those workers are leaving.
+    fn reload(&mut self, why: &str) {
+        if !self.supervising() {
+            crate::info!("master: config reload ({why}) skipped: stopping or upgrading");
+            return;
+        }
+        if !matches!(
+            self.reloader.reload(why, &self.metrics),
+            Outcome::Applied(_)
+        ) {
+            return;
+        }
+        if let Err(e) = self.handoff.publish(self.reloader.current()) {
+            crate::error!("master: cannot hand the new config to the workers: {e}");
+            return;
+        }
+        for i in (0..self.slots.len()).filter(|&i| self.serving(i)) {
+            if let Some(child) = &self.slots[i].child {
+                signal_child(child, NixSignal::SIGHUP);
             }
         }
     }

@@ -148,6 +148,7 @@ impl Master<'_> {
             let shared = spawn::Shared {
                 shm: self.metrics.shm_fd(),
                 cover_table: self.cover.raw_fd(),
+                handoff: self.handoff.raw_fd(),
                 slots: &sockets,
             };
             let spawned = spawn::spawn_worker(i, sockets[i], &shared, &self.args);

@@ -1,6 +1,7 @@
 //! Starting a worker: fork+exec of the running binary (`/proc/self/exe`)
 //! with its slot's sockets as inherited descriptors 3 and 4, the metrics
-//! block on 5, and from 6 on what it needs to cover an empty slot.
+//! block on 5, the config hand-off (`reload::handoff`) on 6, and from 7 on
+//! what it needs to cover an empty slot.
 //!
 //! The master is multi-threaded once the config watcher runs, and between
 //! fork and exec a multi-threaded process may only make async-signal-safe
@@ -22,6 +23,8 @@ pub const METRICS_ENV: &str = "LB_WORKER_METRICS";
 pub const LISTEN_FD: i32 = 3;
 pub const METRICS_FD: i32 = 4;
 pub const SHM_FD: i32 = 5;
+/// The current config generation (`reload::handoff`).
+pub const HANDOFF_FD: i32 = 6;
 
 /// What every worker also inherits, whatever its slot: the shared metrics
 /// block, and the table and sockets it needs to cover an empty slot
@@ -29,6 +32,7 @@ pub const SHM_FD: i32 = 5;
 pub struct Shared<'a> {
     pub shm: i32,
     pub cover_table: i32,
+    pub handoff: i32,
     /// Every slot's sockets, in slot order.
     pub slots: &'a [&'a SlotSockets],
 }
@@ -56,6 +60,7 @@ pub fn spawn_worker(
     let mut pairs = vec![
         (sockets.listen.as_raw_fd(), LISTEN_FD),
         (shared.shm, SHM_FD),
+        (shared.handoff, HANDOFF_FD),
     ];
     if let Some(m) = &sockets.metrics {
         cmd.env(METRICS_ENV, "1");
@@ -67,7 +72,7 @@ pub fn spawn_worker(
         .iter()
         .filter_map(|s| s.metrics.as_ref().map(|m| m.as_raw_fd()))
         .collect();
-    let cover = super::cover::inheritance(shared.cover_table, &listen, &metrics, SHM_FD + 1);
+    let cover = super::cover::inheritance(shared.cover_table, &listen, &metrics, HANDOFF_FD + 1);
     pairs.extend(cover.pairs);
     for (var, value) in cover.env {
         cmd.env(var, value);

@@ -57,7 +57,7 @@ impl Session {
     /// Answers a scrape; scrapes are not counted as requests (they are in
     /// the access log).
     pub(super) fn answer_metrics(&mut self, cx: &mut Ctx<'_>) -> Step {
-        let body = cx.metrics.render(cx.backends);
+        let body = cx.metrics.render(cx.listed);
         let close = !self.req.keep_alive || cx.draining;
         cx.heads.lend(&mut self.outhead);
         self.outhead.clear();

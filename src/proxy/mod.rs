@@ -67,6 +67,8 @@ pub struct Ctx<'a> {
     pub heads: &'a mut HeadPool,
     pub balancer: &'a mut Balancer,
     pub backends: &'a [Backend],
+    /// The backends `/metrics` reports (those a reload has not removed).
+    pub listed: &'a [Backend],
     /// `Host` value sent to each backend when its own name is used.
     pub host_values: &'a [String],
     pub config: &'a Config,

@@ -5,6 +5,7 @@
 //! to sessions and backend connections → fire due timers → accept → sweep
 //! the pool. Nothing here blocks; the worker knows nothing of HTTP.
 
+pub mod follow;
 pub mod timer;
 pub mod token;
 
@@ -62,11 +63,15 @@ pub struct Worker {
     /// slot has no serving worker (`master::cover`).
     cover: Option<Cover>,
     metrics: Metrics,
+    /// The backends `/metrics` reports: the active ones of the table
+    /// (a backend a reload removed keeps its id but leaves the scrape).
+    listed: Vec<Backend>,
     /// `--access-log`: this worker's batch and file.
     access: Option<AccessLog>,
     health: Health,
-    /// Wakes the loop when the probe thread has new verdicts.
-    _waker: Arc<Waker>,
+    /// Wakes the loop when the probe thread has new verdicts (or, in sp
+    /// mode, the config watcher saw a change).
+    waker: Arc<Waker>,
     /// Boxed: a vacant entry then costs a pointer, not a whole session,
     /// so a slab grown by a peak and pinned by one late connection at its
     /// top holds little once the peak is gone.
@@ -85,6 +90,13 @@ pub struct Worker {
     host_values: Vec<String>,
     timers: Timers,
     config: Arc<Config>,
+    /// Where config generations come from (`follow`); `None`: never
+    /// reloads.
+    reload: Option<follow::Source>,
+    /// The config generation running, and which backends of the table
+    /// are in rotation.
+    generation_number: u64,
+    active: Vec<bool>,
     generation: u64,
     last_sweep: Instant,
     /// The most sessions open at once since memory was last released.
@@ -114,6 +126,7 @@ impl Worker {
             .transpose()
             .map_err(io::Error::other)?;
         let backends = config.backends.clone();
+        let backends_len = backends.len();
         let tls = tls::backend_configs(&backends, config.insecure, config.ca_file.as_deref())
             .map_err(io::Error::other)?;
         let pool = Pool::new(&backends, MAX_IDLE_PER_BACKEND, POOL_IDLE, tls.clone())
@@ -134,7 +147,7 @@ impl Worker {
             metrics,
             access,
             health,
-            _waker: waker,
+            waker,
             sessions: Slab::with_capacity(1024),
             pool,
             h2: H2Conns::new(
@@ -150,8 +163,12 @@ impl Worker {
             heads: HeadPool::new(HEAD_BUF),
             balancer: Balancer::new(config.strategy, &backends),
             host_values: backends.iter().map(Backend::host_value).collect(),
+            listed: backends.clone(),
             backends,
             timers: Timers::with_capacity(1024),
+            reload: None,
+            generation_number: 1,
+            active: vec![true; backends_len],
             config,
             generation: 0,
             last_sweep: Instant::now(),
@@ -186,6 +203,11 @@ impl Worker {
         if let Some(cover) = self.cover.as_mut() {
             cover.refresh(self.poll.registry());
         }
+        // A generation published while this worker was starting was not
+        // signalled to it.
+        if matches!(self.reload, Some(follow::Source::Master(_))) {
+            self.reload("start");
+        }
         loop {
             if let Some(deadline) = self.drain_deadline {
                 let now = Instant::now();
@@ -202,6 +224,9 @@ impl Worker {
                 true => self
                     .timers
                     .next()
+                    .into_iter()
+                    .chain(self.reload_deadline())
+                    .min()
                     .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK)),
                 // Woken tasks left over from the last turn run first.
                 false => Duration::ZERO,
@@ -235,6 +260,7 @@ impl Worker {
             }
             self.run_woken(now);
             self.fire_timers(now);
+            self.poll_watch(now);
             if now.duration_since(self.last_sweep) >= TICK {
                 self.sweep(now);
             }
@@ -327,9 +353,7 @@ impl Worker {
                 Signal::Upgrade if !self.under_master => {
                     crate::warn!("SIGUSR2 ignored: binary upgrade needs mp mode (a master)");
                 }
-                Signal::Reload => {
-                    crate::warn!("SIGHUP ignored: config reload is not supported yet")
-                }
+                Signal::Reload => self.reload("SIGHUP"),
                 Signal::Reopen => {
                     if let Some(cover) = self.cover.as_mut() {
                         cover.refresh(self.poll.registry());
@@ -512,6 +536,7 @@ impl Worker {
             heads: &mut self.heads,
             balancer: &mut self.balancer,
             backends: &self.backends,
+            listed: &self.listed,
             host_values: &self.host_values,
             config: &self.config,
             draining: self.drain_deadline.is_some(),
