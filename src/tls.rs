@@ -299,24 +299,34 @@ impl HandshakeError {
     }
 }
 
+/// What a backend that wants a client certificate and got none is told.
+const CLIENT_CERT_REQUIRED: &str = "the backend requires a client certificate \
+     (\"client_cert\" and \"client_key\" of the backend in the config file)";
+
+/// Alerts with which a backend refuses the client certificate we sent.
+fn rejects_client_cert(alert: AlertDescription) -> bool {
+    use AlertDescription as A;
+    matches!(
+        alert,
+        A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+    )
+}
+
 /// What an alert the backend sent means, in words. A backend that wants a
 /// client certificate says so only after our side of the handshake is
 /// done in TLS 1.3, so this also explains the first read's failure.
 pub fn alert_words(alert: AlertDescription) -> String {
-    use AlertDescription as A;
     match alert {
-        A::CertificateRequired => "the backend requires a client certificate \
-             (\"client_cert\" and \"client_key\" of the backend in the config file)"
-            .to_string(),
-        A::BadCertificate
-        | A::UnsupportedCertificate
-        | A::CertificateRevoked
-        | A::CertificateExpired
-        | A::CertificateUnknown
-        | A::UnknownCA
-        | A::AccessDenied => format!(
+        AlertDescription::CertificateRequired => CLIENT_CERT_REQUIRED.to_string(),
+        a if rejects_client_cert(a) => format!(
             "the backend rejected the client certificate (alert {})",
-            alert_name(alert)
+            alert_name(a)
         ),
         other => format!("the backend sent alert {}", alert_name(other)),
     }
@@ -326,21 +336,13 @@ pub fn alert_words(alert: AlertDescription) -> String {
 /// log line: in TLS 1.3 a backend refuses our client certificate only
 /// after the handshake is done on our side, so that refusal arrives here.
 pub fn read_failure(e: &io::Error) -> &'static str {
-    use AlertDescription as A;
     match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::AlertReceived(A::CertificateRequired)) => {
-            "the backend requires a client certificate \
-             (\"client_cert\" and \"client_key\" of the backend in the config file)"
+        Some(rustls::Error::AlertReceived(AlertDescription::CertificateRequired)) => {
+            CLIENT_CERT_REQUIRED
         }
-        Some(rustls::Error::AlertReceived(
-            A::BadCertificate
-            | A::UnsupportedCertificate
-            | A::CertificateRevoked
-            | A::CertificateExpired
-            | A::CertificateUnknown
-            | A::UnknownCA
-            | A::AccessDenied,
-        )) => "the backend rejected the client certificate",
+        Some(rustls::Error::AlertReceived(a)) if rejects_client_cert(*a) => {
+            "the backend rejected the client certificate"
+        }
         Some(rustls::Error::AlertReceived(_)) => "the backend sent a TLS alert",
         Some(_) => "TLS error on the backend connection",
         None => "read from backend failed",
