@@ -143,6 +143,11 @@ pub struct Origin {
     shared: Arc<Shared>,
     waker: Waker,
     acceptor: Mutex<Option<JoinHandle<()>>>,
+    /// After `stop`, a bound socket that never listens: connects are still
+    /// refused, but the kernel hands the port to no `bind(0)` while this
+    /// origin lives. Without it a test that stopped a backend could find
+    /// another test's listener answering on the same port.
+    port_hold: Mutex<Option<Socket>>,
 }
 
 impl Origin {
@@ -176,6 +181,7 @@ impl Origin {
             shared,
             waker,
             acceptor: Mutex::new(Some(acceptor)),
+            port_hold: Mutex::new(None),
         })
     }
 
@@ -206,8 +212,18 @@ impl Origin {
     }
 
     /// Stops accepting (the port is closed when this returns) and shuts down
-    /// every open connection: a dead backend. Idempotent.
+    /// every open connection: a dead backend. The port stays reserved until
+    /// the origin is dropped; an origin started on the same address still
+    /// binds it. Idempotent.
     pub fn stop(&self) {
+        self.shut();
+        let mut hold = self.port_hold.lock().unwrap_or_else(|e| e.into_inner());
+        if hold.is_none() {
+            *hold = hold_port(self.addr).ok();
+        }
+    }
+
+    fn shut(&self) {
         self.shared.stopped.store(true, Ordering::Release);
         // Without the wake-up the accept thread still notices within a tick.
         let _ = self.waker.wake();
@@ -227,8 +243,18 @@ impl Origin {
 
 impl Drop for Origin {
     fn drop(&mut self) {
-        self.stop();
+        self.shut();
     }
+}
+
+/// Binds `addr` without listening. SO_REUSEADDR lets it share the port
+/// with the stopped listener's TIME_WAIT connections and with a restarted
+/// origin; automatic port selection still skips a port bound by anyone.
+fn hold_port(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// socket2 rather than std so the backlog is explicit (benchmarks open many
@@ -1565,5 +1591,21 @@ mod tests {
             ..OriginConfig::new("s2")
         });
         assert_eq!(again.addr(), addr, "a stopped origin's port can be reused");
+    }
+
+    #[test]
+    fn a_stopped_port_is_refused_and_reserved_until_drop() {
+        let origin = start(OriginConfig::new("s"));
+        let addr = origin.addr();
+        origin.stop();
+        let err = TcpStream::connect(addr).expect_err("refused after stop");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        let plain_bind = || {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            s.bind(&addr.into())
+        };
+        assert!(plain_bind().is_err(), "port free for others after stop");
+        drop(origin);
+        assert!(plain_bind().is_ok(), "port still held after drop");
     }
 }

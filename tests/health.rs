@@ -141,9 +141,11 @@ fn every_backend_down_is_503_fast_then_recovers() {
     args.extend(["-b", &ba]);
     let lb = Lb::start(&args);
     a.stop();
-    assert!(wait_until(Duration::from_secs(3), || {
-        lb.stderr_lines().iter().any(|l| l.contains("is down"))
-    }));
+    assert!(
+        lb.wait_for_log("is down", Duration::from_secs(3)),
+        "{}",
+        lb.stderr_lines().join("\n")
+    );
     let started = Instant::now();
     assert_eq!(get(lb.port(), "/").status, 503);
     assert!(started.elapsed() < Duration::from_secs(1), "no hang");
