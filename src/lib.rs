@@ -14,6 +14,7 @@ pub mod access_log;
 pub mod balance;
 pub mod buffer;
 pub mod build_info;
+pub mod calendar;
 pub mod config;
 pub mod error;
 pub mod generate;

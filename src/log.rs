@@ -239,22 +239,9 @@ impl Line {
 
     /// `2025-06-01T10:00:00.123Z`.
     fn timestamp(&mut self, since_epoch: Duration) {
-        let secs = since_epoch.as_secs();
-        let (year, month, day) = civil_from_days(secs / 86_400);
-        let of_day = secs % 86_400;
-        self.number(year, 4);
-        self.push(b"-");
-        self.number(month, 2);
-        self.push(b"-");
-        self.number(day, 2);
-        self.push(b"T");
-        self.number(of_day / 3600, 2);
-        self.push(b":");
-        self.number(of_day / 60 % 60, 2);
-        self.push(b":");
-        self.number(of_day % 60, 2);
+        self.push(&crate::calendar::rfc3339_seconds(since_epoch.as_secs()));
         self.push(b".");
-        self.number(since_epoch.subsec_millis().into(), 3);
+        self.push(&crate::calendar::millis(since_epoch.subsec_millis()));
         self.push(b"Z");
     }
 }
@@ -323,21 +310,6 @@ fn level_word(level: Level) -> &'static [u8] {
     }
 }
 
-/// (year, month, day) of the `days`-th day after 1970-01-01, proleptic
-/// Gregorian (Howard Hinnant's `civil_from_days`, for days ≥ 0).
-pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,22 +345,6 @@ mod tests {
             ),
             "2024-02-29T23:59:59.999Z error worker 13 (pid 4242): x\n"
         );
-    }
-
-    #[test]
-    fn days_become_dates() {
-        let cases = [
-            (0, (1970, 1, 1)),
-            (59, (1970, 3, 1)),
-            (10_956, (1999, 12, 31)),
-            (11_016, (2000, 2, 29)),
-            (19_782, (2024, 2, 29)),
-            (20_454, (2026, 1, 1)),
-            (47_541, (2100, 3, 1)),
-        ];
-        for (days, date) in cases {
-            assert_eq!(civil_from_days(days), date, "day {days}");
-        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::calendar::{civil_from_days, days_from_civil};
+
 /// What the trace shows of one certificate. Strings are as the
 /// certificate has them; [`CertInfo::describe`] escapes them for a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,37 +363,6 @@ fn digits(text: &[u8]) -> Option<i64> {
     })
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let march_based = (month + 9) % 12;
-    let day_of_year = (153 * march_based + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The inverse of [`days_from_civil`]: (year, month, day).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let march_based = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * march_based + 2) / 5 + 1;
-    let month = if march_based < 10 {
-        march_based + 3
-    } else {
-        march_based - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// An attribute value escaped as RFC 4514 §2.4 asks (`,+"\<>;`, a leading
 /// `#` or space, a trailing space), and with [`escape`]'s rule.
 fn escape_value(text: &str) -> String {
@@ -529,14 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(1969, 12, 31), -1);
-        for days in [-800_000, -1, 0, 59, 60, 11_016, 11_017, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
+    fn asn1_times() {
         assert_eq!(
             time((UTC_TIME, b"491231235959Z")),
             Some(days_from_civil(2049, 12, 31) * 86_400 + 86_399)

@@ -21,7 +21,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::config::{AccessLog as Target, AccessLogFormat};
 use crate::proxy::record::Record;
@@ -40,6 +40,7 @@ pub struct AccessLog {
     dest: Dest,
     format: AccessLogFormat,
     batch: Vec<u8>,
+    clock: format::Clock,
     /// Lines dropped since the last report (writes failing).
     dropped: u64,
 }
@@ -68,18 +69,26 @@ impl AccessLog {
             dest,
             format,
             batch: Vec::with_capacity(FLUSH_AT + 4096),
+            clock: format::Clock::new(),
             dropped: 0,
         })
     }
 
-    /// Adds the line of a finished request; writes the batch if it is full.
-    pub(crate) fn push(&mut self, r: &Record, total: Duration, backend: Option<&str>) {
+    /// Adds the line of a request that ended at `now` (the loop's time);
+    /// writes the batch if it is full.
+    pub(crate) fn push(
+        &mut self,
+        r: &Record,
+        now: Instant,
+        total: Duration,
+        backend: Option<&str>,
+    ) {
         if self.batch.len() >= HOLD_MAX {
             self.dropped += 1;
             return;
         }
         let x = format::Extra {
-            now: SystemTime::now(),
+            stamp: self.clock.at(now),
             total,
             backend,
         };
@@ -90,6 +99,13 @@ impl AccessLog {
         if self.batch.len() >= FLUSH_AT {
             self.flush();
         }
+    }
+
+    /// The worker's one-second tick: the clock is read again and the batch
+    /// written.
+    pub fn tick(&mut self) {
+        self.clock.anchor();
+        self.flush();
     }
 
     /// Writes the batch, with one `write(2)`.

@@ -103,7 +103,7 @@ impl Session {
             let label = self.rec.backend.map(|id| cx.backends[id.0].label.as_str());
             let total = self.rec.total(cx.now);
             if let Some(log) = cx.access.as_deref_mut() {
-                log.push(&self.rec, total, label);
+                log.push(&self.rec, cx.now, total, label);
             }
         }
         self.rec.reset();

@@ -233,12 +233,13 @@ fn push_bounded(out: &mut Vec<u8>, bytes: &[u8], max: usize) {
     }
 }
 
-/// The value of `line` if it is the field `name` (lowercase).
+/// The value of `line` if it is the field `name` (lowercase). A field
+/// name ends at the colon (the parser refused whitespace before it), so
+/// only lines of the right length are compared.
 fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    line[..colon]
-        .eq_ignore_ascii_case(name)
-        .then(|| line[colon + 1..].trim_ascii())
+    let (field, value) = line.split_at_checked(name.len())?;
+    let value = value.strip_prefix(b":")?;
+    field.eq_ignore_ascii_case(name).then(|| value.trim_ascii())
 }
 
 #[cfg(test)]

@@ -274,7 +274,7 @@ impl Worker {
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
         if let Some(log) = self.access.as_mut() {
-            log.flush();
+            log.tick();
         }
         let mut freed = self.pool.sweep(now, self.poll.registry());
         let metrics = &self.metrics;
