@@ -133,50 +133,7 @@ else
     targets=(ours-tls nginx-tls haproxy-tls ours-h2 haproxy-h2)
 fi
 
-# CPU ticks of every process in process group $1.
-ticks() {
-    local sum=0 f
-    for f in /proc/[0-9]*/stat; do
-        { read -r -a st < "$f"; } 2>/dev/null || continue
-        # Fields after the ')' of comm: state=0 ppid=1 pgrp=2 ... utime=11 stime=12
-        local rest=${st[*]}; rest=${rest##*) }; read -r -a x <<< "$rest"
-        [[ ${x[2]} == "$1" ]] && sum=$((sum + x[11] + x[12]))
-    done
-    echo $sum
-}
-
-declare -A results
-hz=$(getconf CLK_TCK)
-for ((round = 0; round < reps; round++)); do
-    n=${#targets[@]}
-    for ((i = 0; i < n; i++)); do
-        t=${targets[$(((i + round) % n))]}
-        setsid bash -c "exec ${cmd[$t]}" >"$tmp/$t.log" 2>&1 &
-        pid=$!
-        for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
-        wrk -c "$conns" -t 1 -d 2s http://127.0.0.1:8080/ >/dev/null
-        before=$(ticks "$pid")
-        out=$(wrk -c "$conns" -t 1 -d "${dur}s" --latency http://127.0.0.1:8080/)
-        after=$(ticks "$pid")
-        kill -TERM -- -"$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
-        reqs=$(awk '/requests in/{print $1}' <<< "$out")
-        errs=$(awk '/Non-2xx|Socket errors/{print}' <<< "$out" | tr '\n' ' ')
-        # In ms, whatever unit wrk chose.
-        p99=$(awk '$1=="99%"{v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
-            printf "%.2f", v * (u=="us" ? 0.001 : u=="s" ? 1000 : 1)}' <<< "$out")
-        us=$(awk -v d=$((after - before)) -v r="$reqs" -v hz="$hz" 'BEGIN{printf "%.1f", d * 1e6 / hz / r}')
-        rps=$(awk -v r="$reqs" -v s="$dur" 'BEGIN{printf "%.0f", r / s}')
-        echo "round $round $t: $rps req/s, p99 $p99 ms, $us µs CPU/request $errs"
-        results[$t]+="$rps $p99 $us;"
-        # Let the origin's TIME_WAIT and the kernel settle between targets.
-        sleep 1
-    done
-done
-echo
-echo "| target | req/s | p99 | CPU µs/request |"
-echo "|---|---|---|---|"
-median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-for t in "${targets[@]}"; do
-    rows=$(tr ';' '\n' <<< "${results[$t]}" | awk NF)
-    echo "| $t | $(awk '{print $1}' <<< "$rows" | median) | $(awk '{print $2}' <<< "$rows" | median) ms | $(awk '{print $3}' <<< "$rows" | median) |"
-done
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+run_rounds
+report
