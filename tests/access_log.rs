@@ -356,6 +356,73 @@ fn usr1_reopens_the_log_in_mp_mode() {
     reopen_on_usr1("mp");
 }
 
+/// A reload that changes `access_log` and its format moves every
+/// worker's log: new lines go to the new path in the new format, and the
+/// old file keeps what was written before.
+fn a_reload_moves_the_log(mode: &str) {
+    let o = origin("a");
+    let (old, new) = (
+        log_path(&format!("access-follow-{mode}-old")),
+        log_path(&format!("access-follow-{mode}-new")),
+    );
+    let config = |log: &Path, format: &str| {
+        format!(
+            r#"{{"backends": [{{"host": "127.0.0.1", "port": {}}}], "access_log": "{}", "access_log_format": "{format}"}}"#,
+            o.addr().port(),
+            log.display()
+        )
+    };
+    let file = scratch_file(
+        &format!("access-follow-{mode}.json"),
+        &config(&old, "combined"),
+    );
+    let lb = Lb::start(&["--mode", mode, "-w", "2", "-c", file.to_str().unwrap()]);
+    if mode == "mp" {
+        assert!(lb.wait_for_log("serving", Duration::from_secs(10)));
+    }
+    let get = |target: &str| {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let r = raw_exchange(lb.port(), req.as_bytes(), IO_TIMEOUT);
+        assert_eq!(status_of(&r), 200);
+    };
+    get("/bytes/1?before");
+    wait_lines(&old, 1);
+    std::fs::write(&file, config(&new, "json")).expect("rewrite the config");
+    lb.signal("HUP");
+    // Until the generation reached every worker, a line may still land in
+    // the old file: keep asking until one is in the new file.
+    let mut n = 0;
+    let moved = wait_until(Duration::from_secs(10), || {
+        n += 1;
+        get(&format!("/bytes/1?after={n}"));
+        thread::sleep(Duration::from_millis(50));
+        !lines(&new).is_empty()
+    });
+    assert!(moved, "no line in the new log; old: {:#?}", lines(&old));
+    for line in lines(&new) {
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        assert!(v["request"].as_str().unwrap().contains("?after="), "{line}");
+    }
+    let before = lines(&old);
+    assert!(before[0].contains("GET /bytes/1?before "), "{before:#?}");
+    assert!(before.iter().all(|l| !l.starts_with('{')), "{before:#?}");
+    assert!(
+        lb.stderr_lines().iter().all(|l| !l.contains("error")),
+        "{:#?}",
+        lb.stderr_lines()
+    );
+}
+
+#[test]
+fn a_reload_moves_the_log_in_sp_mode() {
+    a_reload_moves_the_log("sp");
+}
+
+#[test]
+fn a_reload_moves_the_log_in_mp_mode() {
+    a_reload_moves_the_log("mp");
+}
+
 #[test]
 fn two_workers_under_load_write_whole_lines() {
     let o = origin("a");

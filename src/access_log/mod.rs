@@ -140,6 +140,32 @@ impl AccessLog {
         }
     }
 
+    /// Whether this log writes to `target` in `format`.
+    fn writes(&self, target: &Target, format: AccessLogFormat) -> bool {
+        let same_dest = match (&self.dest, target) {
+            (Dest::Stdout, Target::Stdout) => true,
+            (Dest::File { path, .. }, Target::File(wanted)) => path == wanted,
+            _ => false,
+        };
+        same_dest && self.format == format
+    }
+
+    /// A reload set `access_log` to `target` (`None`: off) in `format`.
+    /// What `slot` has batched goes to the file it was for; a log that
+    /// cannot be opened keeps the running one (as a failed reopen does).
+    pub fn follow(slot: &mut Option<AccessLog>, target: Option<&Target>, format: AccessLogFormat) {
+        match (slot.as_ref(), target) {
+            (None, None) => {}
+            (Some(log), Some(target)) if log.writes(target, format) => {}
+            // Dropping flushes.
+            (Some(_), None) => *slot = None,
+            (_, Some(target)) => match AccessLog::open(target, format) {
+                Ok(log) => *slot = Some(log),
+                Err(e) => crate::error!("{e}; the access log stays as it was"),
+            },
+        }
+    }
+
     /// SIGUSR1 (logrotate): what is batched goes to the old file, then the
     /// path is opened anew. If it cannot be, the old file stays in use.
     pub fn reopen(&mut self) {

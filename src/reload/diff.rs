@@ -76,6 +76,10 @@ fn settings(o: &Config, n: &Config) -> Vec<&'static str> {
         ("tls_trace", o.tls_trace != n.tls_trace),
         ("ca_file", o.ca_file != n.ca_file),
         ("access_log", o.access_log != n.access_log),
+        (
+            "access_log_format",
+            o.access_log_format != n.access_log_format,
+        ),
         ("pid_file", o.pid_file != n.pid_file),
     ];
     pairs

@@ -7,12 +7,14 @@
 //! keep their pooled connections, breaker state, balancer position and
 //! metric cells; a retired one takes no new request, its idle connections
 //! close now and busy ones when their exchange ends; a new one serves at
-//! once and is probed.
+//! once and is probed. The access log moves to a new path or format with
+//! the generation.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::Worker;
+use crate::access_log::AccessLog;
 use crate::reload::diff::Diff;
 use crate::reload::handoff::Handoff;
 use crate::reload::watch::Watcher;
@@ -165,6 +167,11 @@ impl Worker {
         self.host_values = table.iter().map(Backend::host_value).collect();
         self.backends = table.clone();
         crate::log::set_level(cfg.log_level);
+        AccessLog::follow(
+            &mut self.access,
+            cfg.access_log.as_ref(),
+            cfg.access_log_format,
+        );
         self.generation_number = next.number;
         crate::debug!("config generation {} applied: {diff}", next.number);
         self.active = next.active;
