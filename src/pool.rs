@@ -180,32 +180,20 @@ impl Pool {
         default_idle: Duration,
         tls: Vec<Option<Arc<ClientConfig>>>,
     ) -> Result<Pool, String> {
-        let names = backends
-            .iter()
-            .map(|b| b.tls.then(|| tls::server_name(b.tls_name())).transpose())
-            .collect::<Result<Vec<_>, _>>()?;
-        let configured = |i: usize| tls.get(i).is_some_and(Option::is_some);
-        if (0..names.len()).any(|i| names[i].is_some() && !configured(i)) {
-            return Err("a TLS backend needs a TLS client configuration".into());
-        }
-        Ok(Pool {
+        let mut pool = Pool {
             conns: Slab::with_capacity(1024),
-            idle: backends
-                .iter()
-                .map(|_| Vec::with_capacity(max_idle))
-                .collect(),
+            idle: Vec::new(),
             max_idle,
             default_idle,
             bufs: BufPool::new(UPSTREAM_BUF),
-            tls_h2: tls
-                .iter()
-                .map(|c| c.as_deref().map(tls::offering_h2))
-                .collect(),
-            retired: vec![false; names.len()],
-            tls,
-            names,
-            busy: vec![0; backends.len()],
-        })
+            tls_h2: Vec::new(),
+            retired: Vec::new(),
+            tls: Vec::new(),
+            names: Vec::new(),
+            busy: Vec::new(),
+        };
+        pool.set_table(backends, &vec![true; backends.len()], tls)?;
+        Ok(pool)
     }
 
     /// A reload's backend table (an extension of the one before): room
@@ -218,6 +206,25 @@ impl Pool {
         tls: Vec<Option<Arc<ClientConfig>>>,
         registry: &Registry,
     ) -> Result<(), String> {
+        self.set_table(backends, active, tls)?;
+        for i in 0..backends.len() {
+            if self.retired[i] {
+                while let Some(key) = self.idle[i].pop() {
+                    self.close(key, registry);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-backend tables sized for `backends`, with their TLS
+    /// settings; nothing changes if a TLS backend has no configuration.
+    fn set_table(
+        &mut self,
+        backends: &[Backend],
+        active: &[bool],
+        tls: Vec<Option<Arc<ClientConfig>>>,
+    ) -> Result<(), String> {
         let names = backends
             .iter()
             .map(|b| b.tls.then(|| tls::server_name(b.tls_name())).transpose())
@@ -226,7 +233,11 @@ impl Pool {
         if (0..names.len()).any(|i| names[i].is_some() && !configured(i)) {
             return Err("a TLS backend needs a TLS client configuration".into());
         }
-        self.idle.resize_with(backends.len(), Vec::new);
+        // Room for every idle connection allowed, so steady state pushes
+        // without allocating.
+        let max_idle = self.max_idle;
+        self.idle
+            .resize_with(backends.len(), || Vec::with_capacity(max_idle));
         self.busy.resize(backends.len(), 0);
         self.tls_h2 = tls
             .iter()
@@ -237,13 +248,6 @@ impl Pool {
         self.retired = (0..backends.len())
             .map(|i| !active.get(i).copied().unwrap_or(false))
             .collect();
-        for i in 0..backends.len() {
-            if self.retired[i] {
-                while let Some(key) = self.idle[i].pop() {
-                    self.close(key, registry);
-                }
-            }
-        }
         Ok(())
     }
 
