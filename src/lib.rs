@@ -21,6 +21,7 @@ pub mod generate;
 pub mod health;
 pub mod http1;
 pub mod http2;
+pub mod limits;
 pub mod master;
 pub mod metrics;
 pub mod net;

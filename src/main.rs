@@ -45,6 +45,9 @@ fn main() -> ExitCode {
     };
     load_balancer::log::set_level(config.log_level);
     load_balancer::log::set_role(load_balancer::log::Role::of(slot, config.mode));
+    if slot.is_none() {
+        load_balancer::limits::raise_open_files();
+    }
     if slot.is_none() && config.insecure && config.backends.iter().any(|b| b.tls) {
         load_balancer::warn!(
             "-k: TLS certificates of backends are NOT verified; anyone on the path can impersonate them (for development only)"

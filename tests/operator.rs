@@ -368,3 +368,47 @@ fn the_man_page_and_completions_are_generated_from_the_flags() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("man, bash, zsh or fish"), "{err}");
 }
+
+/// Started under a soft limit of 256 open files (the hard one higher), the
+/// balancer raises its own soft limit and serves more clients at once than
+/// the limit it was given would allow.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_one() {
+    const CLIENTS: usize = 320;
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(4)?.parse::<u64>().ok()
+        })
+        .unwrap_or(u64::MAX);
+    assert!(
+        hard >= 2 * CLIENTS as u64,
+        "this test needs a hard open files limit of at least {}",
+        2 * CLIENTS
+    );
+    let wrapper = common::scratch_file(
+        "lb-ulimit.sh",
+        &format!(
+            "#!/bin/sh\nulimit -Sn 256 || exit 1\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_load_balancer")
+        ),
+    );
+    let mut mode = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&wrapper, mode).unwrap();
+    let o = Origin::start(OriginConfig::new("a")).expect("origin");
+    let lb = Lb::start_binary(&wrapper, &["-b", &backend_arg(&o)]);
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| lb.client()).collect();
+    // The first client not served ends the test (each waits out a timeout).
+    let unserved = clients.iter_mut().position(|c| {
+        c.try_request("GET", "/", &[], b"")
+            .map_or(true, |r| r.status != 200)
+    });
+    assert_eq!(
+        unserved,
+        None,
+        "a client of {CLIENTS} not served\n{}",
+        lb.stderr_lines().join("\n")
+    );
+}
