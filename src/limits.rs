@@ -34,19 +34,3 @@ pub fn raise_open_files() -> u64 {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_soft_limit_ends_at_the_hard_one() {
-        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-        // Lower the soft limit (allowed without privileges), then raise.
-        setrlimit(Resource::RLIMIT_NOFILE, 256.min(hard), hard).expect("lower");
-        let now = raise_open_files();
-        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-        assert_eq!(soft, hard.min(CEILING));
-        assert_eq!(now, soft);
-    }
-}
