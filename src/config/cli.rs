@@ -403,8 +403,10 @@ fn from_clap(e: clap::Error) -> CliError {
             };
             match (valid, e.kind()) {
                 (Some(valid), _) => line.push_str(&format!(" (expected one of: {valid})")),
-                // A value parser already said what it expects.
-                (None, ErrorKind::ValueValidation) => {}
+                // A value parser already said what it expects; an unknown
+                // flag takes nothing (clap names its own flag there, so a
+                // `-ms` in the name must not bring a hint along).
+                (None, ErrorKind::ValueValidation | ErrorKind::UnknownArgument) => {}
                 (None, _) => {
                     if let Some(what) = expected_for(arg) {
                         line.push_str(&format!(" (expected {what})"));
@@ -884,6 +886,13 @@ mod tests {
                 "config /nonexistent/lb.json: cannot read: No such file or directory",
             ),
         ];
+        // Nothing is expected of a flag that does not exist.
+        let unknown = invalid(&["-b", "127.0.0.1:1", "--queue-timeout-ms", "5"]);
+        assert!(
+            unknown.starts_with("unexpected argument '--queue-timeout-ms' found")
+                && !unknown.contains("(expected"),
+            "{unknown}"
+        );
         let mut wrong = Vec::new();
         for &(args, fragment) in table {
             let line = invalid(args);
