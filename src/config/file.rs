@@ -263,9 +263,11 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
     }
     let at = format!(" at line {} column {}", inner.line(), inner.column());
     let message = text.strip_suffix(&at).unwrap_or(&text);
+    // "." is the top level; "?" is where a syntax error stopped serde
+    // before it knew the next key: name the object it was in.
+    let path = path.strip_suffix(".?").unwrap_or(&path);
     let message = match message.strip_prefix("unknown field `") {
-        Some(rest) => unknown_key(&path, rest),
-        // "." is the top level, "?" a syntax error before any key.
+        Some(rest) => unknown_key(path, rest),
         None if path == "." || path == "?" => message.to_string(),
         None => format!("{path}: {message}"),
     };
@@ -596,6 +598,10 @@ mod tests {
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1},]}"#,
                 "trailing comma at line 1 column 48",
+            ),
+            (
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1,}]}"#,
+                "backends[0]: trailing comma at line 1 column 47",
             ),
             (
                 "{\n \"backends\": [],\n}",
