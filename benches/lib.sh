@@ -8,8 +8,9 @@
 #   targets=(NAME ...)         the order of round 0
 #   conns dur reps tmp         wrk connections, seconds per run, rounds,
 #                              a scratch directory for the targets' logs
-# and may define `before_run NAME` (called before each target starts).
-# Then: `run_rounds` and `report`.
+# and may define `before_run NAME` (called before each target starts) and
+# `during_run NAME` (run in the background while the measured wrk runs,
+# then killed). Then: `run_rounds` and `report`.
 
 # CPU ticks of every process in process group $1.
 ticks() {
@@ -36,9 +37,12 @@ run_rounds() {
             pid=$!
             for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
             wrk -c "$conns" -t 1 -d 2s http://127.0.0.1:8080/ >/dev/null
+            local during=
+            if declare -F during_run >/dev/null; then during_run "$t" & during=$!; fi
             before=$(ticks "$pid")
             out=$(wrk -c "$conns" -t 1 -d "${dur}s" --latency http://127.0.0.1:8080/)
             after=$(ticks "$pid")
+            if [[ -n $during ]]; then kill "$during" 2>/dev/null || true; wait "$during" 2>/dev/null || true; fi
             kill -TERM -- -"$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
             reqs=$(awk '/requests in/{print $1}' <<< "$out")
             errs=$(awk '/Non-2xx|Socket errors/{print}' <<< "$out" | tr '\n' ' ')
