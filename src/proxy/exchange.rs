@@ -77,6 +77,7 @@ impl Session {
         match up.write(head, body) {
             Ok(Some(n)) => {
                 let from_head = n.min(head.len());
+                self.turn_bytes += n;
                 self.uphead_pos += from_head;
                 self.held += n - from_head;
                 self.body_pending -= n - from_head;
@@ -356,6 +357,7 @@ impl Session {
             Ok(Some(n)) => {
                 let from_head = n.min(head.len());
                 self.rec.sent += n as u64;
+                self.turn_bytes += n;
                 self.outhead_pos += from_head;
                 up.buf.consume(n - from_head);
                 self.down_pending -= n - from_head;

@@ -412,6 +412,7 @@ impl Session {
             Ok(Some(n)) => {
                 let from_head = n.min(head.len());
                 self.rec.sent += n as u64;
+                self.turn_bytes += n;
                 self.outhead_pos += from_head;
                 let from_body = n - from_head;
                 x.chunk_pos += from_body;

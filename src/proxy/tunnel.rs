@@ -68,6 +68,7 @@ impl Session {
         match up.write(self.inbuf.data(), &[]) {
             Ok(Some(n)) => {
                 self.rec.received += n as u64;
+                self.turn_bytes += n;
                 self.inbuf.consume(n);
                 self.last_io = cx.now;
                 Ok(true)

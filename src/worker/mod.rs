@@ -2,7 +2,8 @@
 //! socket, with its own sessions, backend pool and balancer.
 //!
 //! Each turn: poll (timeout from the nearest deadline) → dispatch readiness
-//! to sessions and backend connections → fire due timers → accept → sweep
+//! to sessions and backend connections → run what h2 woke → drive again the
+//! sessions that used their turn budget last time → fire due timers → sweep
 //! the pool. Nothing here blocks; the worker knows nothing of HTTP.
 
 pub mod follow;
@@ -81,6 +82,14 @@ pub struct Worker {
     h2: H2Conns,
     /// Sessions and h2 connections that h2 woke, run after the events.
     wake: Arc<WakeQueue>,
+    /// Sessions that used their turn budget with more to do (`Verdict::
+    /// Yield`), as (key, generation): driven again after the next batch of
+    /// events. No event would come for them (edge-triggered), so an entry
+    /// must never be dropped unserved.
+    again: Vec<(usize, u64)>,
+    /// The list being served this turn; kept only for its storage, so
+    /// re-queueing never allocates in steady state.
+    again_turn: Vec<(usize, u64)>,
     /// Storage for client read buffers, lent while a connection has bytes.
     client_bufs: BufPool,
     /// Storage for the heads sessions write, lent while one is in flight.
@@ -159,6 +168,8 @@ impl Worker {
                 },
             ),
             wake,
+            again: Vec::with_capacity(1024),
+            again_turn: Vec::with_capacity(1024),
             client_bufs: BufPool::new(CLIENT_BUF),
             heads: HeadPool::new(HEAD_BUF),
             balancer: Balancer::new(config.strategy, &backends),
@@ -220,7 +231,7 @@ impl Worker {
                 }
             }
             let now = Instant::now();
-            let timeout = match self.wake.is_empty() {
+            let timeout = match self.wake.is_empty() && self.again.is_empty() {
                 true => self
                     .timers
                     .next()
@@ -228,7 +239,8 @@ impl Worker {
                     .chain(self.reload_deadline())
                     .min()
                     .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK)),
-                // Woken tasks left over from the last turn run first.
+                // Woken tasks left over from the last turn, or sessions
+                // that yielded: look for new events, but do not sleep.
                 false => Duration::ZERO,
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -259,6 +271,7 @@ impl Worker {
                 }
             }
             self.run_woken(now);
+            self.run_again(now);
             self.fire_timers(now);
             self.poll_watch(now);
             if now.duration_since(self.last_sweep) >= TICK {
@@ -323,6 +336,35 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Drives once more each session that yielded its turn before this
+    /// turn's events. One that yields again waits for the next turn, behind
+    /// the connections that have events by then: every ready connection
+    /// moves at most `TURN_BUDGET` bytes before the others get theirs.
+    #[inline]
+    fn run_again(&mut self, now: Instant) {
+        if !self.again.is_empty() {
+            self.run_again_now(now);
+        }
+    }
+
+    fn run_again_now(&mut self, now: Instant) {
+        let mut turn = std::mem::take(&mut self.again_turn);
+        std::mem::swap(&mut turn, &mut self.again);
+        for &(key, generation) in &turn {
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            // It was closed and its key reused since.
+            if session.timer_key().generation != generation {
+                continue;
+            }
+            session.dequeue();
+            self.drive(key, now);
+        }
+        turn.clear();
+        self.again_turn = turn;
     }
 
     /// New verdicts from the probe thread.
@@ -515,6 +557,14 @@ impl Worker {
             Verdict::Open => {
                 if let Some(session) = self.sessions.get_mut(key) {
                     session.arm(&mut self.timers, &self.config);
+                }
+            }
+            Verdict::Yield => {
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.arm(&mut self.timers, &self.config);
+                    if session.enqueue() {
+                        self.again.push((key, session.timer_key().generation));
+                    }
                 }
             }
             Verdict::Close => {
