@@ -15,6 +15,7 @@ pub mod balance;
 pub mod buffer;
 pub mod build_info;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod generate;
 pub mod health;
