@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -386,4 +387,67 @@ fn a_binary_upgrade_after_a_reload_keeps_the_new_set() {
         "{:#?}",
         lb.stderr_lines()
     );
+}
+
+/// Shares of `a` and `b` among answers over `window` from now.
+fn share_of_b(load: &Load, window: Duration) -> (f64, HashMap<String, usize>) {
+    let t = Instant::now();
+    thread::sleep(window);
+    let counts = load.counts_since(t);
+    let (na, nb) = (
+        counts.get("a").copied().unwrap_or(0),
+        counts.get("b").copied().unwrap_or(0),
+    );
+    (nb as f64 / (na + nb).max(1) as f64, counts)
+}
+
+#[test]
+fn a_strategy_change_is_applied_in_place() {
+    let (a, b) = (origin("a"), origin("b"));
+    let dir = scratch_dir("strategy");
+    let file = dir.join("lb.json");
+    // Weights that only `weighted` heeds: round robin shares evenly.
+    std::fs::write(&file, json(&[(&a, 1), (&b, 4)], "round_robin")).unwrap();
+    let lb = start(&file, "mp");
+    let load = Load::start(lb.port());
+    assert!(load.wait_for("b", Instant::now(), APPLY));
+    let (share, counts) = share_of_b(&load, Duration::from_millis(1500));
+    assert!((0.4..0.6).contains(&share), "round robin: {counts:?}");
+
+    replace(&file, &json(&[(&a, 1), (&b, 4)], "weighted"));
+    exactly_reloads(&lb, 1);
+    assert!(
+        lb.wait_for_log("strategy round_robin -> weighted", APPLY),
+        "{:#?}",
+        lb.stderr_lines()
+    );
+    let (share, counts) = share_of_b(&load, Duration::from_millis(1500));
+    assert!((0.7..0.9).contains(&share), "weighted: {counts:?}");
+    let failures = load.finish();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+}
+
+#[test]
+fn a_removed_backends_pooled_connections_close() {
+    let (a, b) = (origin("a"), origin("b"));
+    let dir = scratch_dir("pooled");
+    let file = dir.join("lb.json");
+    std::fs::write(&file, json(&[(&a, 1), (&b, 1)], "round_robin")).unwrap();
+    let lb = start(&file, "sp");
+    // Fresh client connections, so what stays open at `a` is the pool's.
+    for _ in 0..10 {
+        assert_eq!(common::get(lb.port(), "/").status, 200);
+    }
+    assert!(
+        wait_until(APPLY, || a.open_connections() >= 1),
+        "a pooled connection to a"
+    );
+    replace(&file, &json(&[(&b, 1)], "round_robin"));
+    exactly_reloads(&lb, 1);
+    assert!(
+        wait_until(APPLY, || a.open_connections() == 0),
+        "a's idle connections close at once: {} open",
+        a.open_connections()
+    );
+    assert!(b.open_connections() >= 1, "b's pool is untouched");
 }
