@@ -6,7 +6,8 @@
 //! never shifts a `BackendId` (the table only grows): unchanged backends
 //! keep their pooled connections, breaker state, balancer position and
 //! metric cells; a retired one takes no new request, its idle connections
-//! close now and busy ones when their exchange ends; a new one serves at
+//! (HTTP/1.1 pooled ones and h2 ones without a stream) close now and busy
+//! ones when their exchange (or last stream) ends; a new one serves at
 //! once and is probed.
 
 use std::sync::Arc;
@@ -173,6 +174,7 @@ impl Worker {
             active: self.active.clone(),
         };
         let diff = Diff::between(&before, &next);
+        self.h2.retire(&next.active);
         self.balancer.update(cfg.strategy, table);
         self.health.update(table.len(), &next.active, &cfg.health);
         let probed: Vec<Backend> = next.active_backends().cloned().collect();
