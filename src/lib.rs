@@ -16,6 +16,7 @@ pub mod buffer;
 pub mod build_info;
 pub mod calendar;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod generate;
 pub mod health;

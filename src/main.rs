@@ -117,6 +117,7 @@ fn run_single(config: Config, reloader: Reloader) -> Result<(), String> {
     let source = Source::Own {
         reloader: Box::new(reloader),
         watcher: None,
+        resolver: None,
     };
     serve(
         config,

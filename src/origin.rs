@@ -206,6 +206,12 @@ impl Origin {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
+    /// TCP connections open now (probes included): what a test watches to
+    /// see a peer's pooled connections close.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open().len()
+    }
+
     /// Status answered on `GET /health` (default 200).
     pub fn set_health(&self, status: u16) {
         self.shared.health.store(status, Ordering::Relaxed);

@@ -1,10 +1,10 @@
 //! The backend set: what a backend is, and parsing of the `-b <SPEC>` grammar.
 //!
 //! Owns the immutable description of each backend (address, weight, TLS,
-//! stable sticky id). It does no I/O after start-up: names are resolved once
-//! by `parse_spec`. Connections to backends live in `pool`, not here.
+//! stable sticky id). It does no I/O: names are resolved by `dns`, which
+//! makes one endpoint per address. Connections to backends live in `pool`.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 /// Index of a backend in `Config::backends` (and in every per-backend table).
@@ -60,7 +60,8 @@ pub struct Backend {
     /// Used for SNI and for `Host` when the backend's name is sent.
     pub host: String,
     pub port: u16,
-    /// Resolved once at start-up.
+    /// The endpoint's address (`dns::endpoints`); unspecified in a named
+    /// backend as parsed, before resolution.
     pub addr: SocketAddr,
     /// ≥ 1.
     pub weight: u32,
@@ -68,7 +69,8 @@ pub struct Backend {
     pub host_header: HostHeader,
     /// Config-file TLS settings; empty unless `tls`.
     pub tls_options: TlsOptions,
-    /// `host:port` (`[v6]:port`), for logs and metrics labels.
+    /// `host:port` (`[v6]:port`), for logs and metrics labels;
+    /// `host:port@ip` for each endpoint of a name with several addresses.
     pub label: String,
     /// Stable id derived from `label` (not from a counter), so every worker and
     /// every instance with the same backends agrees on sticky cookies.
@@ -82,11 +84,12 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 const FORMS: &str = "expected host:port, [v6addr]:port, http://host[:port] or https://host[:port], \
                      optionally followed by ,weight=N";
 
-/// Parses one `-b <SPEC>` (SPEC §1) and resolves its host.
+/// Parses one `-b <SPEC>` (SPEC §1); a host name is left for `dns` to
+/// resolve.
 ///
 /// The error is the single line to print; it quotes `spec`. Port 443 or an
 /// `https://` prefix means TLS (even with an explicit `http://`, because §1
-/// says port 443 means TLS). Host names are resolved here, once.
+/// says port 443 means TLS).
 pub fn parse_spec(spec: &str, id: BackendId) -> Result<Backend, String> {
     let bad = |why: &str| format!("bad backend '{spec}': {why}");
     let (address, options) = match spec.split_once(',') {
@@ -267,8 +270,8 @@ fn parse_weight(w: &str) -> Result<u32, String> {
 }
 
 /// Common tail of both builders: validates and normalises the host so that
-/// spellings of one address share a label (and thus a sticky id), resolves it.
-/// `bad` frames a syntax error; a resolution failure is its own line.
+/// spellings of one address share a label (and thus a sticky id). A name's
+/// `addr` is the unspecified address until `dns` resolves it.
 fn build(
     host: &str,
     port: u16,
@@ -287,7 +290,7 @@ fn build(
     } else {
         check_host_name(host).map_err(|why| bad(&why))?;
         let host = host.to_ascii_lowercase();
-        let addr = resolve(&host, port)?;
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
         let label = format!("{host}:{port}");
         (host, addr, label)
     };
@@ -316,15 +319,6 @@ fn check_host_name(host: &str) -> Result<(), String> {
         return Err(format!("'{host}' is not a host name or IP address"));
     }
     Ok(())
-}
-
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    let cannot =
-        |why: &dyn std::fmt::Display| format!("cannot resolve backend host '{host}': {why}");
-    match (host, port).to_socket_addrs() {
-        Ok(mut addrs) => addrs.next().ok_or_else(|| cannot(&"no address")),
-        Err(e) => Err(cannot(&e)),
-    }
 }
 
 impl Backend {
@@ -487,12 +481,11 @@ mod tests {
     }
 
     #[test]
-    fn localhost_is_resolved_and_named() {
+    fn names_are_lowercased_and_left_unresolved() {
         let b = ok("LocalHost:9000");
         assert_eq!(b.host, "localhost");
         assert_eq!(b.label, "localhost:9000");
-        assert!(b.addr.ip().is_loopback());
-        assert_eq!(b.addr.port(), 9000);
+        assert!(b.addr.ip().is_unspecified(), "dns resolves it");
         assert!(ok("https://localhost").tls);
     }
 
@@ -540,16 +533,6 @@ mod tests {
             assert!(err.contains(fragment), "{spec}: {err}");
             assert!(!err.contains('\n'), "{spec}: {err}");
         }
-    }
-
-    #[test]
-    fn unresolvable_host_is_named() {
-        // `.invalid` is reserved (RFC 2606): never resolves, fails fast.
-        let err = parse_spec("no-such-host.invalid:80", BackendId(0)).unwrap_err();
-        assert!(
-            err.starts_with("cannot resolve backend host 'no-such-host.invalid': "),
-            "{err}"
-        );
     }
 
     #[test]

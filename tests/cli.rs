@@ -631,7 +631,9 @@ fn help_tells_the_truth_about_the_config_file() {
     assert!(!o.stdout.contains("hot-reloaded"), "{}", o.stdout);
     assert!(!o.stdout.contains("replace -b"), "{}", o.stdout);
     for want in [
-        "-c, --config <FILE>    JSON config file, reloaded on change and SIGHUP",
+        "-c, --config <FILE>",
+        "JSON config file, reloaded on change and SIGHUP",
+        "--dns-interval-ms <N>",
         "--check",
         "exit 0 or 1; serves nothing",
         "file is watched and re-read on change and on SIGHUP",

@@ -477,3 +477,53 @@ fn a_client_that_stops_reading_holds_one_stream_window_not_the_body() {
     let r = client.read_response(false);
     assert_eq!(r.body.len(), 64 << 20);
 }
+
+#[test]
+fn a_removed_h2_backends_idle_connection_closes_at_once() {
+    use load_balancer::origin::{Origin, OriginConfig};
+    let ca = Ca::new();
+    let h2 = origin(&ca, 100);
+    let plain = Origin::start(OriginConfig::new("plain")).expect("origin");
+    let pem = ca.pem_file();
+    let config = |with_h2: bool| {
+        let mut backends = vec![format!(
+            r#"{{"host": "127.0.0.1", "port": {}}}"#,
+            plain.addr().port()
+        )];
+        if with_h2 {
+            backends.push(format!(
+                r#"{{"host": "https://localhost", "port": {}}}"#,
+                h2.port()
+            ));
+        }
+        format!(
+            r#"{{"backends": [{}], "ca_file": "{}"}}"#,
+            backends.join(", "),
+            pem.display()
+        )
+    };
+    let file = common::scratch_file("h2-retire.json", &config(true));
+    let lb = Lb::start(&["-c", file.to_str().expect("utf8")]);
+    for _ in 0..4 {
+        assert_eq!(common::get(lb.port(), "/").status, 200);
+    }
+    assert!(h2.streams() > 0, "round robin reached the h2 backend");
+    assert!(wait_until(Duration::from_secs(2), || h2.h2_open() == 1));
+    std::fs::write(&file, config(false)).expect("rewrite the config");
+    lb.signal("HUP");
+    assert!(
+        lb.wait_for_log("removed localhost:", Duration::from_secs(3)),
+        "{:#?}",
+        lb.stderr_lines()
+    );
+    // Not at the idle timeout (60 s): now.
+    assert!(
+        wait_until(Duration::from_secs(2), || h2.h2_open() == 0),
+        "the idle h2 connection closes: {} open",
+        h2.h2_open()
+    );
+    assert_eq!(
+        common::get(lb.port(), "/").header("x-origin"),
+        Some("plain")
+    );
+}

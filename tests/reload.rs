@@ -7,11 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use common::load::{Load, SlowOrigin};
 use common::{Client, Lb, children, wait_until};
 use load_balancer::origin::{Origin, OriginConfig};
 
@@ -92,90 +92,6 @@ fn exactly_reloads(lb: &Lb, n: u64) {
     assert_eq!(reloads(lb.port(), "success"), n, "{:#?}", lb.stderr_lines());
 }
 
-/// Client threads over fresh and keep-alive connections, counting who
-/// answered and every failure.
-struct Load {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(Instant, String)>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(port: u16) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..4)
-            .map(|i| {
-                let (stop, seen, failures) = (stop.clone(), seen.clone(), failures.clone());
-                thread::spawn(move || {
-                    let keep_alive = i % 2 == 0;
-                    let mut client: Option<Client> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        let c = match client.take() {
-                            Some(c) => c,
-                            None => match Client::try_connect(port) {
-                                Ok(c) => c,
-                                Err(e) => {
-                                    failures.lock().unwrap().push(format!("connect: {e}"));
-                                    continue;
-                                }
-                            },
-                        };
-                        let mut c = c;
-                        match c.try_request("GET", "/", &[], b"") {
-                            Ok(r) if r.status == 200 => {
-                                let who = r.header("x-origin").unwrap_or("?").to_string();
-                                seen.lock().unwrap().push((Instant::now(), who));
-                                if keep_alive {
-                                    client = Some(c);
-                                }
-                            }
-                            Ok(r) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("status {}", r.status)),
-                            Err(e) => failures.lock().unwrap().push(format!("request: {e}")),
-                        }
-                        thread::sleep(Duration::from_millis(2));
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            seen,
-            failures,
-            threads,
-        }
-    }
-
-    /// Answers per origin since `since`.
-    fn counts_since(&self, since: Instant) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for (at, who) in self.seen.lock().unwrap().iter() {
-            if *at >= since {
-                *counts.entry(who.clone()).or_default() += 1;
-            }
-        }
-        counts
-    }
-
-    /// Waits until `name` answered since `since`.
-    fn wait_for(&self, name: &str, since: Instant, timeout: Duration) -> bool {
-        wait_until(timeout, || self.counts_since(since).contains_key(name))
-    }
-
-    fn finish(mut self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            t.join().expect("load thread");
-        }
-        self.failures.lock().unwrap().clone()
-    }
-}
-
 fn origin(name: &str) -> Origin {
     Origin::start(OriginConfig::new(name)).expect("origin")
 }
@@ -229,66 +145,9 @@ fn backends_are_added_removed_and_reweighted_under_load() {
     assert!(failures.is_empty(), "failed requests: {failures:?}");
 }
 
-/// A backend whose `/slow` answers after 2 s, saying on `arrived` when
-/// one came in; every other request (health probes) is answered at once.
-/// Counts the requests that are not probes.
-struct SlowOrigin {
-    addr: std::net::SocketAddr,
-    requests: Arc<AtomicU32>,
-    arrived: std::sync::mpsc::Receiver<()>,
-}
-
-impl SlowOrigin {
-    fn start() -> SlowOrigin {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicU32::new(0));
-        let (tx, arrived) = std::sync::mpsc::channel();
-        let counted = requests.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (tx, counted) = (tx.clone(), counted.clone());
-                thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut stream = stream;
-                    loop {
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            match reader.read_line(&mut line) {
-                                Ok(0) | Err(_) => return,
-                                Ok(_) if line == "\r\n" => break,
-                                Ok(_) => head.push_str(&line),
-                            }
-                        }
-                        if !head.contains("load_balancer-health") {
-                            counted.fetch_add(1, Ordering::SeqCst);
-                        }
-                        if head.starts_with("GET /slow") {
-                            let _ = tx.send(());
-                            thread::sleep(Duration::from_secs(2));
-                        }
-                        let answer =
-                            "HTTP/1.1 200 OK\r\nX-Origin: slow\r\nContent-Length: 2\r\n\r\nok";
-                        if stream.write_all(answer.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        SlowOrigin {
-            addr,
-            requests,
-            arrived,
-        }
-    }
-}
-
 #[test]
 fn a_removed_backend_finishes_its_request_in_flight() {
-    let slow = SlowOrigin::start();
+    let slow = SlowOrigin::start("127.0.0.1:0".parse().unwrap());
     let b = origin("b");
     let dir = scratch_dir("inflight");
     let file = dir.join("lb.json");
@@ -528,4 +387,67 @@ fn a_binary_upgrade_after_a_reload_keeps_the_new_set() {
         "{:#?}",
         lb.stderr_lines()
     );
+}
+
+/// Shares of `a` and `b` among answers over `window` from now.
+fn share_of_b(load: &Load, window: Duration) -> (f64, HashMap<String, usize>) {
+    let t = Instant::now();
+    thread::sleep(window);
+    let counts = load.counts_since(t);
+    let (na, nb) = (
+        counts.get("a").copied().unwrap_or(0),
+        counts.get("b").copied().unwrap_or(0),
+    );
+    (nb as f64 / (na + nb).max(1) as f64, counts)
+}
+
+#[test]
+fn a_strategy_change_is_applied_in_place() {
+    let (a, b) = (origin("a"), origin("b"));
+    let dir = scratch_dir("strategy");
+    let file = dir.join("lb.json");
+    // Weights that only `weighted` heeds: round robin shares evenly.
+    std::fs::write(&file, json(&[(&a, 1), (&b, 4)], "round_robin")).unwrap();
+    let lb = start(&file, "mp");
+    let load = Load::start(lb.port());
+    assert!(load.wait_for("b", Instant::now(), APPLY));
+    let (share, counts) = share_of_b(&load, Duration::from_millis(1500));
+    assert!((0.4..0.6).contains(&share), "round robin: {counts:?}");
+
+    replace(&file, &json(&[(&a, 1), (&b, 4)], "weighted"));
+    exactly_reloads(&lb, 1);
+    assert!(
+        lb.wait_for_log("strategy round_robin -> weighted", APPLY),
+        "{:#?}",
+        lb.stderr_lines()
+    );
+    let (share, counts) = share_of_b(&load, Duration::from_millis(1500));
+    assert!((0.7..0.9).contains(&share), "weighted: {counts:?}");
+    let failures = load.finish();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+}
+
+#[test]
+fn a_removed_backends_pooled_connections_close() {
+    let (a, b) = (origin("a"), origin("b"));
+    let dir = scratch_dir("pooled");
+    let file = dir.join("lb.json");
+    std::fs::write(&file, json(&[(&a, 1), (&b, 1)], "round_robin")).unwrap();
+    let lb = start(&file, "sp");
+    // Fresh client connections, so what stays open at `a` is the pool's.
+    for _ in 0..10 {
+        assert_eq!(common::get(lb.port(), "/").status, 200);
+    }
+    assert!(
+        wait_until(APPLY, || a.open_connections() >= 1),
+        "a pooled connection to a"
+    );
+    replace(&file, &json(&[(&b, 1)], "round_robin"));
+    exactly_reloads(&lb, 1);
+    assert!(
+        wait_until(APPLY, || a.open_connections() == 0),
+        "a's idle connections close at once: {} open",
+        a.open_connections()
+    );
+    assert!(b.open_connections() >= 1, "b's pool is untouched");
 }

@@ -42,6 +42,15 @@ pub fn report(c: &Config) -> String {
             b.label, b.addr, b.weight
         ));
     }
+    if c.targets.iter().any(crate::dns::Target::is_named) {
+        line(match c.dns_interval.is_zero() {
+            true => "names resolved at start and on reload only (dns_interval_ms 0)".to_string(),
+            false => format!(
+                "names re-resolved every {}, each address an endpoint",
+                dur(c.dns_interval)
+            ),
+        });
+    }
     let h = &c.health;
     line(format!(
         "health GET {} every {}, timeout {}, down after {} failure(s), up after {} success(es)",

@@ -30,7 +30,8 @@ pub enum CliError {
 const AFTER_HELP: &str = "\
 Backend SPEC: host:port, [v6addr]:port, http://host[:port] or https://host[:port],
 optionally followed by ,weight=N (N >= 1, default 1), e.g. -b 10.0.0.5:8080,weight=3.
-Port 443 or https:// means TLS to that backend. Host names are resolved at start.
+Port 443 or https:// means TLS to that backend. A host name is resolved at start,
+on reload and every --dns-interval-ms; each of its addresses is an endpoint.
 
 Config FILE: JSON with \"backends\" and a key for every other option (README);
 -b cannot be combined with it, other flags given explicitly override it. The
@@ -90,6 +91,10 @@ struct Args {
         help_heading = "Backends"
     )]
     strategy: Option<Strategy>,
+
+    /// Re-resolve backend host names this often, 0 = only at start and reload [default: 30000]
+    #[arg(long, value_name = "N", value_parser = flag(value::period), help_heading = "Backends")]
+    dns_interval_ms: Option<Duration>,
 
     /// Validate flags and config (DNS included), print the resolved backends, exit 0 or 1; serves nothing
     #[arg(long, help_heading = "Backends")]
@@ -304,6 +309,11 @@ fn build(a: Args) -> Result<Config, String> {
             ));
         }
     }
+    let targets = crate::dns::resolve(backends).map_err(|(i, e)| match &file_name {
+        Some(name) => format!("config {name}: backends[{i}]: {e}"),
+        None => e,
+    })?;
+    let backends = crate::dns::endpoints(&targets);
     if let Some(b) = backends.iter().find(|b| reaches(b.addr, listen)) {
         return Err(format!(
             "backend {} ({}) is this balancer's own listen address {listen}: requests would loop",
@@ -315,6 +325,11 @@ fn build(a: Args) -> Result<Config, String> {
     Ok(Config {
         listen,
         backends,
+        targets,
+        dns_interval: a
+            .dns_interval_ms
+            .or(f.dns_interval)
+            .unwrap_or(DEFAULT_DNS_INTERVAL),
         strategy: a.strategy.or(f.strategy).unwrap_or(Strategy::RoundRobin),
         mode: a.mode.or(f.mode).unwrap_or(Mode::Multi),
         workers: a.workers.or(f.workers).unwrap_or_else(cpu_count),
@@ -346,13 +361,14 @@ fn build(a: Args) -> Result<Config, String> {
 }
 
 const DEFAULT_PORT: u16 = 8080;
+const DEFAULT_DNS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Whether connecting to `backend` lands on a socket listening on `listen`.
 /// Only what is certain without asking the interfaces: the same address, or
 /// a wildcard listener reached through loopback (`[::]` is dual-stack here,
 /// `0.0.0.0` takes IPv4 only). A backend on another of this host's
 /// addresses is not caught.
-fn reaches(backend: SocketAddr, listen: SocketAddr) -> bool {
+pub fn reaches(backend: SocketAddr, listen: SocketAddr) -> bool {
     let ip = backend.ip();
     let wildcard_takes = listen.ip().is_unspecified() && (listen.is_ipv6() || ip.is_ipv4());
     backend.port() == listen.port()

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, de};
 
 use rustls::pki_types::ServerName;
 
-use super::value::{Count, FileName, Ip, Millis, Port, Socket};
+use super::value::{Count, FileName, Ip, Millis, Period, Port, Socket};
 use super::{AccessLog, AccessLogFormat, LogLevel, Mode, Strategy};
 use crate::upstream::{self, Backend, BackendId, ClientCert, HostHeader, TlsOptions};
 
@@ -21,9 +21,12 @@ use crate::upstream::{self, Backend, BackendId, ClientCert, HostHeader, TlsOptio
 /// mirrors a flag of SPEC §1.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileConfig {
-    /// Non-empty, resolved; `backends[i].id == BackendId(i)`.
+    /// Non-empty, as parsed (names not resolved yet);
+    /// `backends[i].id == BackendId(i)`.
     pub backends: Vec<Backend>,
     pub strategy: Option<Strategy>,
+    /// `dns_interval_ms`; zero is off.
+    pub dns_interval: Option<Duration>,
     pub health: FileHealth,
     pub timeouts: FileTimeouts,
     /// `listen`: the address part of the listen socket (`-H`).
@@ -161,6 +164,7 @@ pub fn parse(json: &[u8]) -> Result<FileConfig, String> {
             JsonStrategy::LeastConn => Strategy::LeastConn,
             JsonStrategy::Sticky => Strategy::Sticky,
         }),
+        dns_interval: raw.dns_interval_ms.map(Period::get),
         health: FileHealth {
             path: health.path,
             interval: ms(health.interval_ms),
@@ -332,6 +336,7 @@ struct JsonFile {
     idle_timeout_ms: Option<Millis>,
     connect_timeout_ms: Option<Millis>,
     response_timeout_ms: Option<Millis>,
+    dns_interval_ms: Option<Period>,
     listen: Option<Ip>,
     port: Option<Port>,
     workers: Option<Count>,
@@ -515,7 +520,7 @@ mod tests {
           "insecure": true, "ca_file": "ca.pem", "trace": true, "tls_trace": false,
           "access_log": "-", "access_log_format": "json",
           "head_timeout_ms": 1, "body_timeout_ms": 2, "idle_timeout_ms": 3,
-          "connect_timeout_ms": 4, "response_timeout_ms": 5,
+          "connect_timeout_ms": 4, "response_timeout_ms": 5, "dns_interval_ms": 0,
           "health": {"path": "/h", "interval_ms": 6, "timeout_ms": 7,
                      "unhealthy_threshold": 8, "healthy_threshold": 9}
         }"#;
@@ -524,6 +529,7 @@ mod tests {
         let want = FileConfig {
             backends: c.backends.clone(),
             strategy: Some(Strategy::Sticky),
+            dns_interval: Some(Duration::ZERO),
             health: FileHealth {
                 path: Some("/h".into()),
                 interval: ms(6),
@@ -676,8 +682,8 @@ mod tests {
                 "backends[0]: bad backend host '127.0.0.1:80' port 80: put the port",
             ),
             (
-                r#"{"backends": [{"host": "no-such-host.invalid", "port": 80}]}"#,
-                "backends[0]: cannot resolve backend host 'no-such-host.invalid'",
+                r#"{"backends": [{"host": "127.0.0.1", "port": 1}], "dns_interval_ms": -1}"#,
+                "dns_interval_ms: invalid value: integer `-1`, expected a whole number of milliseconds (0 turns it off)",
             ),
             (
                 r#"{"backends": [{"host": "127.0.0.1", "port": 1}, {"host": "127.0.0.1", "port": 80, "ca_file": "ca.pem"}]}"#,

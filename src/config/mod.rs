@@ -153,7 +153,17 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The endpoints: every configured backend, a name once per address
+    /// (`dns::endpoints`); `backends[i].id == BackendId(i)`.
     pub backends: Vec<Backend>,
+    /// The backends as configured, with their last answers: what the
+    /// process that reloads re-resolves. Workers never resolve, so it is
+    /// not handed to them.
+    #[serde(skip)]
+    pub targets: Vec<crate::dns::Target>,
+    /// `--dns-interval-ms` / `"dns_interval_ms"`: how often names are
+    /// re-resolved; zero turns it off (reloads still resolve).
+    pub dns_interval: Duration,
     pub strategy: Strategy,
     pub mode: Mode,
     pub workers: usize,

@@ -14,6 +14,7 @@ use serde::de::{self, Deserialize, Deserializer, Unexpected, Visitor};
 pub const PORT: &str = "a port number 1-65535";
 pub const COUNT: &str = "a whole number, at least 1";
 pub const MILLIS: &str = "a whole number of milliseconds, at least 1";
+pub const PERIOD: &str = "a whole number of milliseconds (0 turns it off)";
 pub const IP: &str = "an IPv4 or IPv6 address such as 0.0.0.0 or ::";
 pub const IP_NOT_SOCKET: &str =
     "an address without a port (give the port with -p or the \"port\" key)";
@@ -42,6 +43,14 @@ pub fn millis(s: &str) -> Result<Duration, &'static str> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(Duration::from_millis(n)),
         _ => Err(MILLIS),
+    }
+}
+
+/// A period that 0 turns off (`--dns-interval-ms`): `Duration::ZERO` is off.
+pub fn period(s: &str) -> Result<Duration, &'static str> {
+    match s.parse::<u64>() {
+        Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) => Ok(Duration::from_millis(n)),
+        _ => Err(PERIOD),
     }
 }
 
@@ -172,6 +181,28 @@ impl Millis {
 impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         ranged(d, u64::MAX, MILLIS).map(|n| Millis(Duration::from_millis(n)))
+    }
+}
+
+/// A period key that 0 turns off (`dns_interval_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct Period(Duration);
+
+impl Period {
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let any = Ranged {
+            min: 0,
+            max: u64::MAX,
+            what: PERIOD,
+        };
+        d.deserialize_u64(any)
+            .map(|n| Period(Duration::from_millis(n)))
     }
 }
 

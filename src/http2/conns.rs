@@ -346,7 +346,8 @@ impl H2Conns {
         }
     }
 
-    /// A session is done with its stream on `id`.
+    /// A session is done with its stream on `id`. A closed connection
+    /// (GOAWAY, or its backend retired) goes with its last stream.
     pub fn release(&mut self, id: ConnId, now: Instant) {
         if let Some(conn) = self.conns.get_mut(id.key)
             && conn.serial == id.serial
@@ -354,8 +355,25 @@ impl H2Conns {
             conn.streams = conn.streams.saturating_sub(1);
             conn.idle_since = now;
             let backend = conn.backend;
+            if conn.closed && conn.streams == 0 {
+                self.conns.remove(id.key);
+            }
             self.wake_queued(backend);
         }
+    }
+
+    /// A new config generation: connections to a backend no longer
+    /// `active` take no new stream; idle ones close now rather than at the
+    /// idle timeout, busy ones with their last stream (`release`).
+    pub fn retire(&mut self, active: &[bool]) {
+        let retired = |b: BackendId| !active.get(b.0).copied().unwrap_or(false);
+        for (_, conn) in self.conns.iter_mut() {
+            if retired(conn.backend) {
+                conn.closed = true;
+            }
+        }
+        self.conns
+            .retain(|_, c| !(retired(c.backend) && c.streams == 0));
     }
 
     /// Closes connections idle past the idle timeout, and closed ones whose

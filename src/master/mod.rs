@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 use crate::config::Config;
 use crate::config::value::duration_text;
 use crate::metrics::Metrics;
+use crate::reload::dns::Resolver;
 use crate::reload::handoff::Handoff;
 use crate::reload::watch::Watcher;
 use crate::reload::{Outcome, Reloader};
@@ -117,6 +118,8 @@ struct Master<'a> {
     /// `None` without a config file (or when it cannot be watched: SIGHUP
     /// still reloads).
     watcher: Option<Watcher>,
+    /// Re-resolves backend names every `dns_interval`, off this loop.
+    resolver: Resolver,
 }
 
 /// Runs the master until it is stopped or has handed over to a new binary.
@@ -168,14 +171,16 @@ pub fn run(
     let handoff =
         Handoff::create().map_err(|e| format!("cannot create the config hand-off: {e}"))?;
     handoff.publish(reloader.current())?;
+    // One waker per Poll (mio): the watcher and the resolver share it.
+    let waker = Arc::new(
+        Waker::new(poll.registry(), WATCH)
+            .map_err(|e| format!("cannot create the event loop's waker: {e}"))?,
+    );
+    let resolver = Resolver::new(Arc::clone(&waker));
     let watcher = match &config.config_file {
-        Some(file) => {
-            let waker = Waker::new(poll.registry(), WATCH)
-                .map_err(|e| format!("cannot create the event loop's waker: {e}"))?;
-            Watcher::start(file, Arc::new(waker))
-                .inspect_err(|e| crate::warn!("{e}; SIGHUP still reloads it"))
-                .ok()
-        }
+        Some(file) => Watcher::start(file, waker)
+            .inspect_err(|e| crate::warn!("{e}; SIGHUP still reloads it"))
+            .ok(),
         None => None,
     };
     let now = Instant::now();
@@ -205,6 +210,7 @@ pub fn run(
         reloader,
         handoff,
         watcher,
+        resolver,
     };
     crate::info!("master starting {}", workers(master.slots.len()));
     master.respawn_due(now);
@@ -246,6 +252,11 @@ impl Master<'_> {
             if self.watcher.as_mut().is_some_and(|w| w.poll(now)) {
                 self.reload("the file changed");
             }
+            let period = self.reloader.current().config.dns_interval;
+            let reloader = &self.reloader;
+            if let Some(answers) = self.resolver.poll(now, period, || reloader.names()) {
+                self.refresh_dns(&answers);
+            }
             self.reap(now);
             if now >= self.carry_at {
                 // The old tree may still count while it drains.
@@ -280,6 +291,7 @@ impl Master<'_> {
             .filter_map(|s| s.respawn_at)
             .chain(phase)
             .chain(reread)
+            .chain(self.resolver.deadline())
             .min()
     }
 
@@ -351,12 +363,24 @@ impl Master<'_> {
             crate::info!("master: config reload ({why}) skipped: stopping or upgrading");
             return;
         }
-        if !matches!(
+        if matches!(
             self.reloader.reload(why, &self.metrics),
             Outcome::Applied(_)
         ) {
-            return;
+            self.hand_out();
         }
+    }
+
+    /// The resolver's answers: a name whose addresses changed is handed
+    /// out as a reload is.
+    fn refresh_dns(&mut self, answers: &crate::reload::dns::Answers) {
+        if self.supervising() && matches!(self.reloader.refresh(answers), Outcome::Applied(_)) {
+            self.hand_out();
+        }
+    }
+
+    /// Publishes the current generation and tells every serving worker.
+    fn hand_out(&mut self) {
         if let Err(e) = self.handoff.publish(self.reloader.current()) {
             crate::error!("master: cannot hand the new config to the workers: {e}");
             return;

@@ -70,6 +70,7 @@ fn settings(o: &Config, n: &Config) -> Vec<&'static str> {
     let pairs = [
         ("health", o.health != n.health),
         ("timeouts", o.timeouts != n.timeouts),
+        ("dns_interval_ms", o.dns_interval != n.dns_interval),
         ("loglevel", o.log_level != n.log_level),
         ("insecure", o.insecure != n.insecure),
         ("trace", o.trace != n.trace),

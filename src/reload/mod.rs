@@ -9,6 +9,7 @@
 //! generation between events (`worker::apply`).
 
 pub mod diff;
+pub mod dns;
 pub mod handoff;
 pub mod table;
 pub mod watch;
@@ -75,6 +76,8 @@ pub struct Reloader {
     /// The program's arguments without argv[0], as given at start.
     args: Vec<OsString>,
     current: Generation,
+    /// Names whose last lookup failed: warned once per streak (`dns`).
+    failing: std::collections::HashSet<dns::Name>,
 }
 
 impl Reloader {
@@ -82,6 +85,7 @@ impl Reloader {
         Reloader {
             args,
             current: Generation::first(config),
+            failing: Default::default(),
         }
     }
 

@@ -29,8 +29,18 @@ impl Table {
             free.entry(b.addr).or_default().push(b.id.0);
         }
         for mut b in std::mem::take(&mut wanted.backends) {
-            let id = match free.get_mut(&b.addr).and_then(Vec::pop) {
-                Some(i) => i,
+            let id = match take(&mut free, &table, &b) {
+                Some(i) => {
+                    // The same endpoint of the same name keeps its label
+                    // (and sticky id) while its address stays, even when
+                    // its name gained or lost other addresses since.
+                    let old = &table[i];
+                    if (old.host.as_str(), old.port) == (b.host.as_str(), b.port) {
+                        b.label.clone_from(&old.label);
+                        b.sticky_id = old.sticky_id;
+                    }
+                    i
+                }
                 None => {
                     table.push(b.clone());
                     active.push(false);
@@ -47,6 +57,24 @@ impl Table {
             config: wanted,
             active,
         }
+    }
+}
+
+/// A free table entry at `b`'s address, preferring one of the same
+/// `host:port` (two names of one address are two backends, each keeping
+/// its own entry).
+fn take(
+    free: &mut HashMap<SocketAddr, Vec<usize>>,
+    table: &[crate::upstream::Backend],
+    b: &crate::upstream::Backend,
+) -> Option<usize> {
+    let ids = free.get_mut(&b.addr)?;
+    let same = ids
+        .iter()
+        .rposition(|&i| (table[i].host.as_str(), table[i].port) == (b.host.as_str(), b.port));
+    match same {
+        Some(at) => Some(ids.remove(at)),
+        None => ids.pop(),
     }
 }
 

@@ -6,7 +6,8 @@
 //! never shifts a `BackendId` (the table only grows): unchanged backends
 //! keep their pooled connections, breaker state, balancer position and
 //! metric cells; a retired one takes no new request, its idle connections
-//! close now and busy ones when their exchange ends; a new one serves at
+//! (HTTP/1.1 pooled ones and h2 ones without a stream) close now and busy
+//! ones when their exchange (or last stream) ends; a new one serves at
 //! once and is probed. The access log moves to a new path or format with
 //! the generation.
 
@@ -16,6 +17,7 @@ use std::time::Instant;
 use super::Worker;
 use crate::access_log::AccessLog;
 use crate::reload::diff::Diff;
+use crate::reload::dns::Resolver;
 use crate::reload::handoff::Handoff;
 use crate::reload::watch::Watcher;
 use crate::reload::{Generation, Outcome, Reloader};
@@ -27,17 +29,22 @@ pub enum Source {
     /// Under a master: read on SIGHUP (and once when the loop starts, for
     /// a publish that came while this worker was starting).
     Master(Handoff),
-    /// The sp process: its own re-reads (SIGHUP, the watcher).
+    /// The sp process: its own re-reads (SIGHUP, the watcher) and DNS
+    /// lookups (the resolver, started by `follow`).
     Own {
         reloader: Box<Reloader>,
         watcher: Option<Watcher>,
+        resolver: Option<Resolver>,
     },
 }
 
 impl Worker {
     /// Follows `source` from now on; `current` is what the worker was built
     /// from (its backends retired as `current.active` says).
-    pub fn follow(&mut self, source: Source, current: &Generation) {
+    pub fn follow(&mut self, mut source: Source, current: &Generation) {
+        if let Source::Own { resolver, .. } = &mut source {
+            *resolver = Some(Resolver::new(Arc::clone(&self.waker)));
+        }
         self.reload = Some(source);
         self.generation_number = current.number;
         if current.active.iter().any(|on| !on) {
@@ -57,26 +64,44 @@ impl Worker {
         Ok(())
     }
 
-    /// When an sp re-read is due (the watcher's debounce).
+    /// When an sp re-read (the watcher's debounce) or lookup is due.
     pub(super) fn reload_deadline(&self) -> Option<Instant> {
         match &self.reload {
             Some(Source::Own {
-                watcher: Some(w), ..
-            }) => w.deadline(),
+                watcher, resolver, ..
+            }) => {
+                let reread = watcher.as_ref().and_then(Watcher::deadline);
+                let lookup = resolver.as_ref().and_then(Resolver::deadline);
+                reread.into_iter().chain(lookup).min()
+            }
             _ => None,
         }
     }
 
-    /// After a wake-up or timeout: the sp watcher's debounce.
+    /// After a wake-up or timeout: the sp watcher's debounce and the
+    /// resolver's timer and answers.
     pub(super) fn poll_watch(&mut self, now: Instant) {
-        let due = match self.reload.as_mut() {
-            Some(Source::Own {
-                watcher: Some(w), ..
-            }) => w.poll(now),
-            _ => false,
+        let Some(Source::Own {
+            reloader,
+            watcher,
+            resolver,
+        }) = self.reload.as_mut()
+        else {
+            return;
         };
-        if due {
+        if watcher.as_mut().is_some_and(|w| w.poll(now)) {
             self.reload("the file changed");
+            return;
+        }
+        let period = self.config.dns_interval;
+        let answers = resolver
+            .as_mut()
+            .and_then(|r| r.poll(now, period, || reloader.names()));
+        if let Some(answers) = answers
+            && let Outcome::Applied(_) = reloader.refresh(&answers)
+        {
+            let next = reloader.current().clone();
+            self.apply(next);
         }
     }
 
@@ -151,6 +176,7 @@ impl Worker {
             active: self.active.clone(),
         };
         let diff = Diff::between(&before, &next);
+        self.h2.retire(&next.active);
         self.balancer.update(cfg.strategy, table);
         self.health.update(table.len(), &next.active, &cfg.health);
         let probed: Vec<Backend> = next.active_backends().cloned().collect();

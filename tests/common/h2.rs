@@ -32,6 +32,8 @@ use super::tls::Leaf;
 pub struct H2Seen {
     /// TLS connections that chose h2.
     pub h2_connections: AtomicUsize,
+    /// Of those, the ones open now.
+    pub h2_open: AtomicUsize,
     /// TLS connections that chose HTTP/1.1 (probes, tunnels).
     pub http1_connections: AtomicUsize,
     /// WebSocket upgrades received over HTTP/1.1.
@@ -92,7 +94,9 @@ impl H2Origin {
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                         if h2 {
                             seen.h2_connections.fetch_add(1, Ordering::SeqCst);
-                            serve_h2(tls, seen, max_streams).await;
+                            seen.h2_open.fetch_add(1, Ordering::SeqCst);
+                            serve_h2(tls, Arc::clone(&seen), max_streams).await;
+                            seen.h2_open.fetch_sub(1, Ordering::SeqCst);
                         } else {
                             seen.http1_connections.fetch_add(1, Ordering::SeqCst);
                             serve_http1(tls, &seen).await;
@@ -110,6 +114,11 @@ impl H2Origin {
 
     pub fn h2_connections(&self) -> usize {
         self.seen.h2_connections.load(Ordering::SeqCst)
+    }
+
+    /// h2 connections open now.
+    pub fn h2_open(&self) -> usize {
+        self.seen.h2_open.load(Ordering::SeqCst)
     }
 
     pub fn streams(&self) -> usize {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use load_balancer::origin::Origin;
 
 pub mod h2;
+pub mod load;
 pub mod relay;
 pub mod tls;
 
@@ -118,12 +119,17 @@ impl Lb {
 
     /// As `start`, running `binary` (e.g. a copy an upgrade test replaces).
     pub fn start_binary(binary: &Path, args: &[&str]) -> Lb {
+        Lb::start_env(binary, args, &[])
+    }
+
+    /// As `start_binary`, with `env` added to the balancer's environment.
+    pub fn start_env(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Lb {
         let mut last_log = String::new();
         // free_port can race with another test; a port taken in between is
         // retried, any other failure is the test's business.
         for _ in 0..3 {
             let port = free_port();
-            match Lb::spawn(binary, port, args) {
+            match Lb::spawn(binary, port, args, env) {
                 Ok(lb) => return lb,
                 Err(log) if log.contains("in use") => last_log = log,
                 Err(log) => panic!("load balancer {args:?} failed to start:\n{log}"),
@@ -137,22 +143,28 @@ impl Lb {
     /// error is the reason with the captured stderr.
     pub fn start_exact(args: &[&str], port: u16) -> Result<Lb, String> {
         let binary = Path::new(env!("CARGO_BIN_EXE_load_balancer"));
-        Lb::spawn_exact(binary, port, args)
+        Lb::spawn_exact(binary, port, args, &[])
     }
 
-    fn spawn(binary: &Path, port: u16, args: &[&str]) -> Result<Lb, String> {
+    fn spawn(binary: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Result<Lb, String> {
         let port_text = port.to_string();
         let mut full = vec!["-H", "127.0.0.1", "-p", port_text.as_str()];
         if !args.iter().any(|a| a.starts_with("--mode")) {
             full.extend(["--mode", "sp"]);
         }
         full.extend_from_slice(args);
-        Lb::spawn_exact(binary, port, &full)
+        Lb::spawn_exact(binary, port, &full, env)
     }
 
-    fn spawn_exact(binary: &Path, port: u16, full: &[&str]) -> Result<Lb, String> {
+    fn spawn_exact(
+        binary: &Path,
+        port: u16,
+        full: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Lb, String> {
         let mut child = spawn_retrying_busy(|| {
             lb_command(binary, full)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
