@@ -412,3 +412,42 @@ fn the_open_files_limit_is_raised_to_the_hard_one() {
         lb.stderr_lines().join("\n")
     );
 }
+
+/// With 64 descriptors in all, the balancer cannot accept 100 clients at
+/// once; the ones it could not accept wait in the kernel's queue, which
+/// raises no new event. Once most clients have gone, those queued must be
+/// accepted and served without any new connection arriving.
+#[test]
+fn clients_queued_while_out_of_descriptors_are_served_once_some_close() {
+    let wrapper = common::scratch_file(
+        "lb-fd64.sh",
+        &format!(
+            "#!/bin/sh\nulimit -n 64 || exit 1\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_load_balancer")
+        ),
+    );
+    let mut mode = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&wrapper, mode).unwrap();
+    let o = Origin::start(OriginConfig::new("a")).expect("origin");
+    let lb = Lb::start_binary(&wrapper, &["-b", &backend_arg(&o)]);
+    let mut clients: Vec<Client> = (0..100).map(|_| lb.client()).collect();
+    assert!(
+        lb.wait_for_log("Too many open files", Duration::from_secs(5)),
+        "the balancer never ran out: {}",
+        lb.stderr_lines().join("\n")
+    );
+    // The first 80 leave; the last 20 were queued, not accepted.
+    let rest = clients.split_off(80);
+    drop(clients);
+    for (i, mut c) in rest.into_iter().enumerate() {
+        let r = c.try_request("GET", "/", &[], b"");
+        assert!(
+            r.as_ref().is_ok_and(|r| r.status == 200),
+            "queued client {i}: {:?}\n{}",
+            r.map(|r| r.status),
+            lb.stderr_lines().join("\n")
+        );
+    }
+    assert!(lb.wait_for_log("accepting connections again", Duration::from_secs(2)));
+}

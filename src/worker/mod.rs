@@ -47,6 +47,10 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const UPGRADE_IDLE_GRACE: Duration = Duration::from_secs(10);
 /// The longest poll sleep, so the pool sweep runs even when all is quiet.
 const TICK: Duration = Duration::from_secs(1);
+/// How soon accepting is tried again after the process ran out of
+/// descriptors (or the kernel of memory): connections already queued raise
+/// no new event, so without a retry they would wait for the next one.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 pub struct Worker {
     poll: Poll,
@@ -108,6 +112,9 @@ pub struct Worker {
     active: Vec<bool>,
     generation: u64,
     last_sweep: Instant,
+    /// Set while accepting fails for want of descriptors or memory: when
+    /// to try again.
+    accept_retry: Option<Instant>,
     /// The most sessions open at once since memory was last released.
     peak_sessions: usize,
 }
@@ -183,6 +190,7 @@ impl Worker {
             config,
             generation: 0,
             last_sweep: Instant::now(),
+            accept_retry: None,
             peak_sessions: 0,
         })
     }
@@ -237,6 +245,7 @@ impl Worker {
                     .next()
                     .into_iter()
                     .chain(self.reload_deadline())
+                    .chain(self.accept_retry)
                     .min()
                     .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK)),
                 // Woken tasks left over from the last turn, or sessions
@@ -272,6 +281,9 @@ impl Worker {
             }
             self.run_woken(now);
             self.run_again(now);
+            if self.accept_retry.is_some_and(|at| now >= at) {
+                self.retry_accept(now);
+            }
             self.fire_timers(now);
             self.poll_watch(now);
             if now.duration_since(self.last_sweep) >= TICK {
@@ -532,13 +544,40 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if out_of_resources(&e) => {
+                    // Keep serving what we have; try again soon, since the
+                    // connections queued meanwhile raise no new event.
+                    if self.accept_retry.is_none() {
+                        crate::warn!(
+                            "accept failed: {e}; retrying every {} ms while it lasts",
+                            ACCEPT_RETRY.as_millis()
+                        );
+                    }
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+                // A connection reset while queued (ECONNABORTED) and the
+                // network errors Linux reports through accept concern that
+                // connection only, and consume it: the rest of the queue is
+                // still there.
+                Err(e) if one_connection_failed(&e) => crate::debug!("accept: {e}"),
                 Err(e) => {
-                    // EMFILE and friends: keep serving what we have; the
-                    // next connection attempt raises a new event.
                     crate::warn!("accept failed: {e}");
                     return;
                 }
             }
+        }
+    }
+
+    /// The retry after accepting failed for want of resources.
+    fn retry_accept(&mut self, now: Instant) {
+        self.accept_retry = None;
+        self.accept(false, now);
+        if self.metrics_listener.is_some() {
+            self.accept(true, now);
+        }
+        if self.accept_retry.is_none() {
+            crate::info!("accepting connections again");
         }
     }
 
@@ -674,4 +713,33 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Accept errors that say the process or the system is out of something
+/// (descriptors, buffers, memory) rather than that one connection failed.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Accept errors about the connection being accepted (accept(2): Linux
+/// passes a pending network error of the new connection to the caller).
+fn one_connection_failed(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
 }
