@@ -369,6 +369,22 @@ fn the_man_page_and_completions_are_generated_from_the_flags() {
     assert!(err.contains("man, bash, zsh or fish"), "{err}");
 }
 
+/// A script that runs the balancer under `ulimit ARGS` (its own process:
+/// the test binary's limits stay as they are).
+fn under_ulimit(args: &str) -> std::path::PathBuf {
+    let script = common::scratch_file(
+        "lb-ulimit.sh",
+        &format!(
+            "#!/bin/sh\nulimit {args} || exit 1\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_load_balancer")
+        ),
+    );
+    let mut mode = std::fs::metadata(&script).expect("script").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&script, mode).expect("make the script executable");
+    script
+}
+
 /// Started under a soft limit of 256 open files (the hard one higher), the
 /// balancer raises its own soft limit and serves more clients at once than
 /// the limit it was given would allow.
@@ -387,16 +403,7 @@ fn the_open_files_limit_is_raised_to_the_hard_one() {
         "this test needs a hard open files limit of at least {}",
         2 * CLIENTS
     );
-    let wrapper = common::scratch_file(
-        "lb-ulimit.sh",
-        &format!(
-            "#!/bin/sh\nulimit -Sn 256 || exit 1\nexec {} \"$@\"\n",
-            env!("CARGO_BIN_EXE_load_balancer")
-        ),
-    );
-    let mut mode = std::fs::metadata(&wrapper).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
-    std::fs::set_permissions(&wrapper, mode).unwrap();
+    let wrapper = under_ulimit("-Sn 256");
     let o = Origin::start(OriginConfig::new("a")).expect("origin");
     let lb = Lb::start_binary(&wrapper, &["-b", &backend_arg(&o)]);
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| lb.client()).collect();
@@ -419,16 +426,7 @@ fn the_open_files_limit_is_raised_to_the_hard_one() {
 /// accepted and served without any new connection arriving.
 #[test]
 fn clients_queued_while_out_of_descriptors_are_served_once_some_close() {
-    let wrapper = common::scratch_file(
-        "lb-fd64.sh",
-        &format!(
-            "#!/bin/sh\nulimit -n 64 || exit 1\nexec {} \"$@\"\n",
-            env!("CARGO_BIN_EXE_load_balancer")
-        ),
-    );
-    let mut mode = std::fs::metadata(&wrapper).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
-    std::fs::set_permissions(&wrapper, mode).unwrap();
+    let wrapper = under_ulimit("-n 64");
     let o = Origin::start(OriginConfig::new("a")).expect("origin");
     let lb = Lb::start_binary(&wrapper, &["-b", &backend_arg(&o)]);
     let mut clients: Vec<Client> = (0..100).map(|_| lb.client()).collect();
