@@ -1,16 +1,59 @@
 # Shared by the benchmark scripts that compare settings or peers of their
-# own (access_log.sh, tls.sh): rounds over targets in rotating order, wrk
-# against 127.0.0.1:8080, CPU of each target's whole process tree, medians.
+# own (access_log.sh, reload.sh, tls.sh): set-up, an nginx origin, rounds
+# over targets in rotating order, wrk against 127.0.0.1:8080, CPU of each
+# target's whole process tree, medians.
 #
-# The sourcing script sets:
+# Source it first, then `setup NAME TOOL...` (builds the binary as $lb and
+# makes the scratch directory $tmp, removed at exit unless KEEP=1). Before
+# `run_rounds` the script sets:
 #   cmd[NAME]="command line"   (declare -A cmd), run as `setsid bash -c`,
 #                              must listen on 127.0.0.1:8080
 #   targets=(NAME ...)         the order of round 0
-#   conns dur reps tmp         wrk connections, seconds per run, rounds,
-#                              a scratch directory for the targets' logs
+#   conns dur reps             wrk connections, seconds per run, rounds
 # and may define `before_run NAME` (called before each target starts) and
 # `during_run NAME` (run in the background while the measured wrk runs,
 # then killed). Then: `run_rounds` and `report`.
+
+setup() {
+    local name=$1 tool
+    shift
+    for tool in wrk curl "$@"; do
+        command -v "$tool" >/dev/null || { echo "$name: $tool is not installed" >&2; exit 1; }
+    done
+    cargo build --release --bin load_balancer
+    lb=$PWD/target/release/load_balancer
+    tmp=$(mktemp -d "/tmp/lb$name.XXXX")
+    chmod 755 "$tmp"  # the origin nginx workers (www-data) read the body here
+    trap cleanup EXIT
+}
+
+# Stops the origin and the target running now; removes $tmp unless KEEP=1.
+cleanup() {
+    [[ -f $tmp/origin.pid ]] && kill "$(cat "$tmp/origin.pid")" 2>/dev/null
+    [[ -n ${pid:-} ]] && kill -TERM -- -"$pid" 2>/dev/null
+    [[ -n ${KEEP:-} ]] || rm -rf "$tmp"
+}
+
+# An nginx origin answering "hello\n" over plain HTTP/1.1 (keep-alive
+# without limits) on each given port of 127.0.0.1.
+plain_origin() {
+    local listens="" port
+    for port in "$@"; do listens+="listen 127.0.0.1:$port; "; done
+    printf 'hello\n' > "$tmp/body"
+    cat > "$tmp/origin.conf" <<CONF
+worker_processes 1;
+pid $tmp/origin.pid;
+error_log $tmp/origin.err;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server { $listens root $tmp; location / { try_files /body =404; } }
+}
+CONF
+    nginx -c "$tmp/origin.conf"
+}
 
 # CPU ticks of every process in process group $1.
 ticks() {

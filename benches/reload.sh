@@ -14,36 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${DUR:-10}; conns=${CONNS:-50}; reps=${REPS:-3}; workers=${WORKERS:-2}
 every=${EVERY:-1}
-for tool in wrk nginx curl; do
-    command -v "$tool" >/dev/null || { echo "reload.sh: $tool is not installed" >&2; exit 1; }
-done
-cargo build --release --bin load_balancer
-lb=$PWD/target/release/load_balancer
-tmp=$(mktemp -d /tmp/lbreload.XXXX)
-chmod 755 "$tmp"
-cleanup() {
-    [[ -f $tmp/origin.pid ]] && kill "$(cat "$tmp/origin.pid")" 2>/dev/null
-    [[ -n ${pid:-} ]] && kill -TERM -- -"$pid" 2>/dev/null
-    [[ -n ${KEEP:-} ]] || rm -rf "$tmp"
-}
-trap cleanup EXIT
-printf 'hello\n' > "$tmp/body"
-cat > "$tmp/origin.conf" <<CONF
-worker_processes 1;
-pid $tmp/origin.pid;
-error_log $tmp/origin.err;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    server {
-        listen 127.0.0.1:9500; listen 127.0.0.1:9501;
-        root $tmp; location / { try_files /body =404; }
-    }
-}
-CONF
-nginx -c "$tmp/origin.conf"
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+setup reload nginx
+plain_origin 9500 9501
 
 one='{"backends": [{"host": "127.0.0.1", "port": 9500}]}'
 two='{"backends": [{"host": "127.0.0.1", "port": 9500}, {"host": "127.0.0.1", "port": 9501}]}'
@@ -71,8 +45,6 @@ during_run() {
         mv "$conf/config.tmp" "$conf/config.json"
     done
 }
-# shellcheck source=benches/lib.sh
-source benches/lib.sh
 run_rounds
 report "reloads"
 echo

@@ -25,19 +25,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${DUR:-8}; conns=${CONNS:-50}; reps=${REPS:-3}; workers=${WORKERS:-1}
 body=${BODY:-small}
-for tool in wrk nginx haproxy openssl; do
-    command -v "$tool" >/dev/null || { echo "tls.sh: $tool is not installed" >&2; exit 1; }
-done
-cargo build --release --bin load_balancer
-lb=$PWD/target/release/load_balancer
-tmp=$(mktemp -d /tmp/lbtls.XXXX)
-chmod 755 "$tmp"  # the origin nginx workers (www-data) read the body here
-cleanup() {
-    [[ -f $tmp/origin.pid ]] && kill "$(cat "$tmp/origin.pid")" 2>/dev/null
-    [[ -n ${pid:-} ]] && kill -TERM -- -"$pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+setup tls nginx haproxy openssl
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" \
     -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
 case $body in
@@ -133,7 +123,5 @@ else
     targets=(ours-tls nginx-tls haproxy-tls ours-h2 haproxy-h2)
 fi
 
-# shellcheck source=benches/lib.sh
-source benches/lib.sh
 run_rounds
 report
