@@ -272,21 +272,24 @@ impl fmt::Write for Line {
             match control {
                 b'\n' => self.push(b"\\n"),
                 b'\r' => self.push(b"\\r"),
-                _ => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    self.push(&[
-                        b'\\',
-                        b'x',
-                        HEX[usize::from(control >> 4)],
-                        HEX[usize::from(control & 0xf)],
-                    ])
-                }
+                _ => self.push(&hex_escape(control)),
             }
             rest = &rest[run + 1..];
         }
         // Never an error: the rest of a cut message is skipped, not failed.
         Ok(())
     }
+}
+
+/// `\xHH`: how the logs show a byte that may not stand as itself.
+pub(crate) fn hex_escape(b: u8) -> [u8; 4] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    [
+        b'\\',
+        b'x',
+        HEX[usize::from(b >> 4)],
+        HEX[usize::from(b & 0xf)],
+    ]
 }
 
 /// The syslog priority systemd reads from a line's `<N>` prefix.

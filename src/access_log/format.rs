@@ -229,13 +229,7 @@ pub(crate) fn escape_clf(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut rest = bytes;
     while let Some(at) = rest.iter().position(|&b| CLF_ESCAPED[usize::from(b)]) {
         out.extend_from_slice(&rest[..at]);
-        let b = rest[at];
-        out.extend_from_slice(&[
-            b'\\',
-            b'x',
-            HEX[usize::from(b >> 4)],
-            HEX[usize::from(b & 0xf)],
-        ]);
+        out.extend_from_slice(&crate::log::hex_escape(rest[at]));
         rest = &rest[at + 1..];
     }
     out.extend_from_slice(rest);
