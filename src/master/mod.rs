@@ -9,14 +9,16 @@
 
 pub mod cover;
 pub mod listeners;
+mod pid_file;
 mod slots;
 pub mod spawn;
+mod succession;
 pub mod title;
 pub mod upgrade;
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
 use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +35,6 @@ use crate::reload::handoff::Handoff;
 use crate::reload::watch::Watcher;
 use crate::reload::{Outcome, Reloader};
 use crate::signals::{Signal, Signals};
-use listeners::SlotSockets;
 use slots::Slot;
 
 /// A graceful stop waits this long for workers, then kills them (SPEC §4).
@@ -302,7 +303,7 @@ impl Master<'_> {
             workers(self.slots.len())
         );
         if let Some(path) = &self.config.pid_file {
-            write_pid_file(path)
+            pid_file::write(path)
                 .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
         }
         if let Some(mut old) = self.report_ready_to.take() {
@@ -405,57 +406,6 @@ impl Master<'_> {
             deadline: now + STOP_LIMIT,
             successor,
         };
-    }
-
-    fn start_upgrade(&mut self, now: Instant) {
-        crate::info!("master upgrading: starting {}", self.binary.display());
-        self.launch_successor(now, now + EXEC_BUSY_LIMIT);
-        if matches!(self.phase, Phase::Launching { .. }) {
-            crate::info!(
-                "upgrade: the binary is still open for writing; retrying for up to {}",
-                duration_text(EXEC_BUSY_LIMIT)
-            );
-        }
-    }
-
-    /// Starts the new master, or schedules another try while the binary is
-    /// busy: a file just written may still be open for writing (by the
-    /// package manager, or a copy still being closed) for a moment.
-    fn launch_successor(&mut self, now: Instant, give_up_at: Instant) {
-        let sockets: Vec<&SlotSockets> = self
-            .slots
-            .iter()
-            .filter_map(|s| s.sockets.as_ref())
-            .collect();
-        let labels: Vec<String> = self
-            .config
-            .backends
-            .iter()
-            .map(|b| b.label.clone())
-            .collect();
-        let counters = upgrade::Counters {
-            fd: self.metrics.shm_fd(),
-            labels: &labels,
-        };
-        match upgrade::spawn_successor(&self.binary, &self.args, &sockets, counters) {
-            Ok((successor, ready)) => {
-                self.phase = Phase::Upgrading {
-                    successor,
-                    ready,
-                    deadline: now + UPGRADE_LIMIT,
-                };
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && now < give_up_at => {
-                self.phase = Phase::Launching {
-                    retry_at: now + EXEC_BUSY_RETRY,
-                    give_up_at,
-                };
-            }
-            Err(e) => crate::error!(
-                "upgrade failed: cannot start {}: {e}; still serving",
-                self.binary.display()
-            ),
-        }
     }
 
     /// Moves the upgrade and stop phases on; `Some` ends the master.
@@ -590,7 +540,7 @@ impl Master<'_> {
                     && successor.is_none();
                 if done {
                     if let Some(path) = &self.config.pid_file {
-                        remove_pid_file_if_ours(path);
+                        pid_file::remove_if_ours(path);
                     }
                     crate::info!("master stopped");
                     return Some(Ok(()));
@@ -620,50 +570,6 @@ impl Master<'_> {
         }
         None
     }
-
-    /// The new master failed within the rollback window: our workers serve
-    /// again, and the pid file and systemd name us again.
-    fn roll_back(&mut self, now: Instant) {
-        self.slots.iter_mut().for_each(|s| s.respawn_at = Some(now));
-        self.respawn_due(now);
-        if let Some(path) = &self.config.pid_file
-            && let Err(e) = write_pid_file(path)
-        {
-            crate::error!("cannot write pid file {}: {e}", path.display());
-        }
-        crate::notify::main_pid();
-    }
-
-    /// Registers the successor's pipe, so that its news (or its end) wakes
-    /// us at once.
-    fn watch_successor(&self, pipe: &std::io::PipeReader) {
-        use std::os::fd::AsRawFd;
-        let fd = pipe.as_raw_fd();
-        let registered = self.poll.registry().register(
-            &mut mio::unix::SourceFd(&fd),
-            SUCCESSOR,
-            mio::Interest::READABLE,
-        );
-        if let Err(e) = registered {
-            // Still read each turn; only later.
-            crate::warn!("master: cannot watch the new master's pipe: {e}");
-        }
-    }
-
-    /// Our workers stop accepting and finish what they have; the sockets
-    /// stay open here (for a rollback) and in the new master's workers.
-    fn hand_over(&mut self, now: Instant) {
-        for slot in &mut self.slots {
-            slot.respawn_at = None;
-            if let Some(child) = slot.child.take() {
-                // SIGUSR2 to a worker: retire without cutting idle
-                // keep-alive connections (see worker::begin_drain).
-                let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), NixSignal::SIGUSR2);
-                self.retiring.push(child);
-            }
-            slot.started = now;
-        }
-    }
 }
 
 /// Reads without blocking: `None` if nothing is there yet.
@@ -680,27 +586,7 @@ fn signal_child(child: &Child, signal: NixSignal) {
     let _ = nix_signal::kill(Pid::from_raw(child.id() as i32), signal);
 }
 
-/// At a stop: a pid file that names another process (the new master of
-/// an upgrade) is not ours to remove.
-fn remove_pid_file_if_ours(path: &Path) {
-    let names_us = std::fs::read_to_string(path)
-        .is_ok_and(|text| text.trim() == std::process::id().to_string());
-    if names_us {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
 /// "1 worker", "2 workers".
 fn workers(n: usize) -> String {
     format!("{n} worker{}", if n == 1 { "" } else { "s" })
-}
-
-/// Written to a temporary file and renamed, so a reader never sees half a
-/// pid, and after an upgrade the file names the serving master.
-fn write_pid_file(path: &Path) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    writeln!(file, "{}", std::process::id())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

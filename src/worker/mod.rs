@@ -6,12 +6,14 @@
 //! sessions that used their turn budget last time → fire due timers → sweep
 //! the pool. Nothing here blocks; the worker knows nothing of HTTP.
 
+mod accept;
+mod drain;
 pub mod follow;
+mod sockets;
 pub mod timer;
 pub mod token;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,9 +31,10 @@ use crate::master::cover::Cover;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::{CLIENT_BUF, Ctx, HEAD_BUF, Session, Verdict};
-use crate::signals::{Signal, Signals};
+use crate::signals::Signals;
 use crate::tls;
 use crate::upstream::Backend;
+pub use sockets::{bind, inherited_fd, inherited_listener};
 use timer::Timers;
 use token::Slot;
 
@@ -40,17 +43,8 @@ const MAX_IDLE_PER_BACKEND: usize = 128;
 /// Idle backend connections are closed after this unless the backend
 /// announced a shorter keep-alive timeout.
 const POOL_IDLE: Duration = Duration::from_secs(30);
-/// A graceful stop waits this long for requests in flight (SPEC §4).
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
-/// After an upgrade, idle keep-alive connections of a retiring worker stay
-/// open this long, so clients are not cut mid-thought.
-const UPGRADE_IDLE_GRACE: Duration = Duration::from_secs(10);
 /// The longest poll sleep, so the pool sweep runs even when all is quiet.
 const TICK: Duration = Duration::from_secs(1);
-/// How soon accepting is tried again after the process ran out of
-/// descriptors (or the kernel of memory): connections already queued raise
-/// no new event, so without a retry they would wait for the next one.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 pub struct Worker {
     poll: Poll,
@@ -127,10 +121,10 @@ impl Worker {
         metrics: Metrics,
     ) -> io::Result<Worker> {
         let poll = Poll::new()?;
-        let mut listener = adopt(listener)?;
+        let mut listener = sockets::adopt(listener)?;
         poll.registry()
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
-        let mut metrics_listener = metrics_listener.map(adopt).transpose()?;
+        let mut metrics_listener = metrics_listener.map(sockets::adopt).transpose()?;
         if let Some(l) = metrics_listener.as_mut() {
             poll.registry()
                 .register(l, token::METRICS_LISTENER, Interest::READABLE)?;
@@ -390,84 +384,6 @@ impl Worker {
         }
     }
 
-    /// Reads pending signals; `true` means stop now.
-    fn on_signals(&mut self, now: Instant) -> bool {
-        while let Some(signal) = self.signals.as_ref().and_then(Signals::read) {
-            match signal {
-                // Retiring after an upgrade, then told to stop: a plain
-                // drain from here (idle connections go now).
-                Signal::Stop if self.idle_close_at.is_some() => self.close_idle(),
-                // A second stop signal means stop now (SPEC §4).
-                Signal::Stop if self.drain_deadline.is_some() => return true,
-                Signal::Stop => self.begin_drain(now, None),
-                // From our master, after a new master took over the sockets.
-                Signal::Upgrade if self.under_master && self.drain_deadline.is_none() => {
-                    self.begin_drain(now, Some(UPGRADE_IDLE_GRACE));
-                }
-                Signal::Upgrade if !self.under_master => {
-                    crate::warn!("SIGUSR2 ignored: binary upgrade needs mp mode (a master)");
-                }
-                Signal::Reload => self.reload("SIGHUP"),
-                Signal::Reopen => {
-                    if let Some(cover) = self.cover.as_mut() {
-                        cover.refresh(self.poll.registry());
-                    }
-                    if let Some(log) = self.access.as_mut() {
-                        log.reopen();
-                    }
-                }
-                Signal::Upgrade | Signal::Child => {}
-            }
-        }
-        false
-    }
-
-    /// Stops accepting and lets requests in flight finish, each connection
-    /// closing after its response. Idle keep-alive connections close at
-    /// once, or, when retiring after an upgrade, only once `idle_grace` has
-    /// passed: until then a client's next request on one is still answered
-    /// (with `Connection: close`), so no client ever has to re-send.
-    fn begin_drain(&mut self, now: Instant, idle_grace: Option<Duration>) {
-        crate::info!(
-            "{}: finishing requests on {} connections",
-            if idle_grace.is_some() {
-                "retiring"
-            } else {
-                "stopping"
-            },
-            self.sessions.len()
-        );
-        // Only the service's main process has NOTIFY_SOCKET: the sp worker.
-        crate::notify::stopping();
-        self.drain_deadline = Some(now + DRAIN_LIMIT);
-        for listener in [self.listener.take(), self.metrics_listener.take()]
-            .iter_mut()
-            .flatten()
-        {
-            let _ = self.poll.registry().deregister(listener);
-        }
-        if let Some(cover) = self.cover.take() {
-            cover.stop(self.poll.registry());
-        }
-        match idle_grace {
-            Some(grace) => self.idle_close_at = Some(now + grace),
-            None => self.close_idle(),
-        }
-    }
-
-    fn close_idle(&mut self) {
-        self.idle_close_at = None;
-        let idle: Vec<usize> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.is_idle())
-            .map(|(key, _)| key)
-            .collect();
-        for key in idle {
-            self.settle(key, Verdict::Close);
-        }
-    }
-
     fn on_upstream_event(&mut self, key: usize, event: &mio::event::Event, now: Instant) {
         let Some(up) = self.pool.get_mut(key) else {
             return;
@@ -489,95 +405,6 @@ impl Worker {
         match up.owner {
             Some(session) => self.drive(session, now),
             None => self.pool.on_idle_event(key, self.poll.registry()),
-        }
-    }
-
-    fn accept(&mut self, metrics_only: bool, now: Instant) {
-        // Our own socket first, then those of empty slots we cover: they
-        // share its token.
-        let mut own_drained = false;
-        loop {
-            let accepted = match (own_drained, metrics_only, self.metrics_listener.as_ref()) {
-                (true, ..) => match self.cover.as_mut() {
-                    Some(cover) => cover.accept(metrics_only),
-                    None => return,
-                },
-                (false, true, Some(l)) => l.accept(),
-                (false, true, None) => return,
-                (false, false, _) => match self.listener.as_ref() {
-                    Some(l) => l.accept(),
-                    None => return,
-                },
-            };
-            match accepted {
-                Ok((mut stream, peer)) => {
-                    // Small responses leave in one segment without waiting
-                    // for the client's ACK.
-                    let _ = stream.set_nodelay(true);
-                    let entry = self.sessions.vacant_entry();
-                    let key = entry.key();
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, token::session(key), interest)
-                    {
-                        crate::warn!("cannot register a client connection: {e}");
-                        continue;
-                    }
-                    self.generation += 1;
-                    entry.insert(Box::new(Session::new(
-                        key,
-                        self.generation,
-                        stream,
-                        peer,
-                        metrics_only,
-                        now,
-                    )));
-                    self.metrics.connection_accepted();
-                    self.metrics.set_connections(self.sessions.len());
-                    self.peak_sessions = self.peak_sessions.max(self.sessions.len());
-                    self.drive(key, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !own_drained => {
-                    own_drained = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if out_of_resources(&e) => {
-                    // Keep serving what we have; try again soon, since the
-                    // connections queued meanwhile raise no new event.
-                    if self.accept_retry.is_none() {
-                        crate::warn!(
-                            "accept failed: {e}; retrying every {} ms while it lasts",
-                            ACCEPT_RETRY.as_millis()
-                        );
-                    }
-                    self.accept_retry = Some(now + ACCEPT_RETRY);
-                    return;
-                }
-                // A connection reset while queued (ECONNABORTED) and the
-                // network errors Linux reports through accept concern that
-                // connection only, and consume it: the rest of the queue is
-                // still there.
-                Err(e) if one_connection_failed(&e) => crate::debug!("accept: {e}"),
-                Err(e) => {
-                    crate::warn!("accept failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The retry after accepting failed for want of resources.
-    fn retry_accept(&mut self, now: Instant) {
-        self.accept_retry = None;
-        self.accept(false, now);
-        if self.metrics_listener.is_some() {
-            self.accept(true, now);
-        }
-        if self.accept_retry.is_none() {
-            crate::info!("accepting connections again");
         }
     }
 
@@ -652,27 +479,6 @@ impl Worker {
     }
 }
 
-/// A descriptor a worker process inherited from its master.
-pub fn inherited_fd(fd: i32) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: the master put an open descriptor at `fd` for this process
-    // before exec (`master::spawn`) and nothing else in this process owns
-    // it; each is taken exactly once, at start-up.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
-}
-
-/// The listening socket a worker process inherited on descriptor `fd`.
-pub fn inherited_listener(fd: i32) -> io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::from(inherited_fd(fd));
-    if !socket.is_listener()? {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("descriptor {fd} is not a listening socket"),
-        ));
-    }
-    Ok(socket.into())
-}
-
 /// Pins the calling process to one CPU, so each worker keeps its caches
 /// and its share of the machine (worker i on CPU i mod n).
 pub fn pin_to_cpu(slot: usize) -> io::Result<()> {
@@ -683,29 +489,6 @@ pub fn pin_to_cpu(slot: usize) -> io::Result<()> {
     sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
-fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> {
-    listener.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(listener))
-}
-
-/// Binds the listening socket for sp mode.
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        // `-H ::` serves IPv4 clients too, as operators expect.
-        let _ = socket.set_only_v6(false);
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
-}
-
 /// Returns the allocator's free pages to the system.
 fn release_free_memory() {
     // SAFETY: malloc_trim only walks glibc's own heap under its locks; it
@@ -713,33 +496,4 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// Accept errors that say the process or the system is out of something
-/// (descriptors, buffers, memory) rather than that one connection failed.
-fn out_of_resources(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-/// Accept errors about the connection being accepted (accept(2): Linux
-/// passes a pending network error of the new connection to the caller).
-fn one_connection_failed(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::ENETDOWN
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
-        )
-    )
 }
