@@ -122,3 +122,14 @@ impl io::Write for RawSocket<'_> {
         Ok(())
     }
 }
+
+/// Errors that say this process or the system is out of something
+/// (descriptors, buffers, memory) rather than that a peer failed: accept(2)
+/// and a probe's connect answer them the same way, by trying again later
+/// and blaming no one.
+pub fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

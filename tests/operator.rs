@@ -449,3 +449,38 @@ fn clients_queued_while_out_of_descriptors_are_served_once_some_close() {
     }
     assert!(lb.wait_for_log("accepting connections again", Duration::from_secs(2)));
 }
+
+/// A worker out of descriptors cannot open probe connections either. That
+/// says nothing about the backend: it stays up, and is served again as
+/// soon as descriptors are free, without a 503 or a "down" line.
+#[test]
+fn probes_not_made_for_want_of_descriptors_leave_the_backend_up() {
+    let wrapper = under_ulimit("-n 64");
+    let o = Origin::start(OriginConfig::new("a")).expect("origin");
+    let lb = Lb::start_binary(
+        &wrapper,
+        &["-b", &backend_arg(&o), "--health-interval-ms", "20"],
+    );
+    let clients: Vec<Client> = (0..100).map(|_| lb.client()).collect();
+    assert!(
+        lb.wait_for_log("not made", Duration::from_secs(5)),
+        "no probe ran into the limit: {}",
+        lb.stderr_lines().join("\n")
+    );
+    // Many probe intervals pass while descriptors are short; unhealthy
+    // thresholds are a few probes.
+    assert!(
+        !lb.wait_for_log("is down", Duration::from_millis(500)),
+        "{}",
+        lb.stderr_lines().join("\n")
+    );
+    drop(clients);
+    let r = lb.client().try_request("GET", "/", &[], b"");
+    assert_eq!(
+        r.map(|r| r.status).ok(),
+        Some(200),
+        "{}",
+        lb.stderr_lines().join("\n")
+    );
+    assert!(lb.wait_for_log("health probes run again", Duration::from_secs(2)));
+}

@@ -292,17 +292,36 @@ fn run(
 ) {
     let interval = cfg.interval.max(MIN_INTERVAL);
     let mut next = Instant::now();
+    // Probes are not being made for want of our own resources.
+    let mut short = false;
     loop {
         for backend in backends {
             if results.is_stopped() {
                 return;
             }
             let config = tls.get(backend.id.0).and_then(Option::as_ref);
-            let outcome = probe_one(backend, cfg, config);
-            if !outcome.is_ok() {
-                crate::debug!("health probe of {}: {outcome}", backend.label);
+            match probe_one(backend, cfg, config) {
+                Probe::Made(outcome) => {
+                    if !outcome.is_ok() {
+                        crate::debug!("health probe of {}: {outcome}", backend.label);
+                    }
+                    results.store(backend.id, outcome);
+                    if std::mem::take(&mut short) {
+                        crate::info!("health probes run again");
+                    }
+                }
+                // No verdict: the backend keeps its state, and neither
+                // the breaker nor the failure counter hears of it.
+                Probe::NotMade(e) => {
+                    if !std::mem::replace(&mut short, true) {
+                        crate::warn!(
+                            "health probe of {} not made: {e}; backends keep their state \
+                             until probes can run again",
+                            backend.label
+                        );
+                    }
+                }
             }
-            results.store(backend.id, outcome);
         }
         results.finish_round();
         if let Err(e) = waker.wake() {
@@ -320,39 +339,46 @@ fn run(
     }
 }
 
+/// One probe: made, and its outcome says how the backend did, or not made
+/// for want of this process's own resources (a worker out of descriptors),
+/// which says nothing about the backend.
+enum Probe {
+    Made(Outcome),
+    NotMade(io::Error),
+}
+
 /// Probes one backend: the same GET for every backend, over TLS (with the
 /// verification proxied traffic gets, from the worker's configuration) for
 /// TLS backends.
-fn probe_one(backend: &Backend, cfg: &HealthConfig, tls: Option<&Arc<ClientConfig>>) -> Outcome {
+fn probe_one(backend: &Backend, cfg: &HealthConfig, tls: Option<&Arc<ClientConfig>>) -> Probe {
     let deadline = Instant::now() + cfg.timeout.max(MIN_TIMEOUT);
     let mut tcp = match connect(backend.addr, deadline) {
         Ok(s) => s,
-        Err(outcome) => return outcome,
+        Err(probe) => return probe,
+    };
+    // A second descriptor of the socket, to set its timeouts on while a
+    // stream borrows it.
+    let timeouts = match tcp.try_clone() {
+        Ok(t) => t,
+        Err(e) if crate::net::out_of_resources(&e) => return Probe::NotMade(e),
+        Err(_) => return Probe::Made(Outcome::Io),
     };
     let request = request(backend, &cfg.path);
-    match (backend.tls, tls) {
+    Probe::Made(match (backend.tls, tls) {
         (true, Some(config)) => {
-            let Ok(timeouts) = tcp.try_clone() else {
-                return Outcome::Io;
-            };
             let conn = crate::tls::server_name(backend.tls_name())
                 .ok()
                 .and_then(|name| ClientConnection::new(Arc::clone(config), name).ok());
             let Some(mut conn) = conn else {
-                return Outcome::Tls(TlsFailure::Other);
+                return Probe::Made(Outcome::Tls(TlsFailure::Other));
             };
             let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
             probe_http(&mut stream, &timeouts, &request, deadline)
         }
         // A TLS backend without a configuration only happens in unit tests.
         (true, None) => Outcome::Connected,
-        (false, _) => {
-            let Ok(timeouts) = tcp.try_clone() else {
-                return Outcome::Io;
-            };
-            probe_http(&mut tcp, &timeouts, &request, deadline)
-        }
-    }
+        (false, _) => probe_http(&mut tcp, &timeouts, &request, deadline),
+    })
 }
 
 /// The whole exchange (connect, send, status line) must fit before
@@ -401,12 +427,13 @@ fn probe_http(
     }
 }
 
-fn connect(addr: SocketAddr, deadline: Instant) -> Result<TcpStream, Outcome> {
-    let left = remaining(deadline).ok_or(Outcome::TimedOut)?;
+fn connect(addr: SocketAddr, deadline: Instant) -> Result<TcpStream, Probe> {
+    let left = remaining(deadline).ok_or(Probe::Made(Outcome::TimedOut))?;
     TcpStream::connect_timeout(&addr, left).map_err(|e| match e.kind() {
-        io::ErrorKind::ConnectionRefused => Outcome::ConnectRefused,
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Outcome::TimedOut,
-        _ => Outcome::ConnectFailed,
+        _ if crate::net::out_of_resources(&e) => Probe::NotMade(e),
+        io::ErrorKind::ConnectionRefused => Probe::Made(Outcome::ConnectRefused),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Probe::Made(Outcome::TimedOut),
+        _ => Probe::Made(Outcome::ConnectFailed),
     })
 }
 
@@ -681,6 +708,13 @@ mod tests {
         assert_eq!(results.take(BackendId(0)), None);
     }
 
+    fn made(probe: Probe) -> Outcome {
+        match probe {
+            Probe::Made(outcome) => outcome,
+            Probe::NotMade(e) => panic!("probe not made: {e}"),
+        }
+    }
+
     #[test]
     fn every_way_a_backend_can_fail() {
         let refused = {
@@ -705,7 +739,7 @@ mod tests {
         ];
         for (addr, want) in cases {
             let start = Instant::now();
-            let got = probe_one(&backend(&addr.to_string(), 0), &c, None);
+            let got = made(probe_one(&backend(&addr.to_string(), 0), &c, None));
             assert_eq!(got, want, "{addr}");
             assert!(
                 start.elapsed() < Duration::from_millis(1000),
@@ -719,14 +753,17 @@ mod tests {
         let (addr, _listener) = fixed(None);
         let b = backend(&format!("https://{addr}"), 0);
         assert!(b.tls);
-        assert_eq!(probe_one(&b, &cfg(1000, 200), None), Outcome::Connected);
+        assert_eq!(
+            made(probe_one(&b, &cfg(1000, 200), None)),
+            Outcome::Connected
+        );
         let refused = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
         let b = backend(&format!("https://{refused}"), 0);
         assert_eq!(
-            probe_one(&b, &cfg(1000, 200), None),
+            made(probe_one(&b, &cfg(1000, 200), None)),
             Outcome::ConnectRefused
         );
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 
 use super::{Worker, token};
+use crate::net;
 use crate::proxy::Session;
 
 /// How soon accepting is tried again after the process ran out of
@@ -67,7 +68,7 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if out_of_resources(&e) => {
+                Err(e) if net::out_of_resources(&e) => {
                     // Keep serving what we have; try again soon, since the
                     // connections queued meanwhile raise no new event.
                     if self.accept_retry.is_none() {
@@ -103,15 +104,6 @@ impl Worker {
             crate::info!("accepting connections again");
         }
     }
-}
-
-/// Accept errors that say the process or the system is out of something
-/// (descriptors, buffers, memory) rather than that one connection failed.
-fn out_of_resources(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// Accept errors about the connection being accepted (accept(2): Linux
