@@ -4,13 +4,11 @@
 //! ≥ 1, TLS for port 443, sticky id derived from the label) and its display
 //! form — the label, with `https://` when TLS is not implied by the port and
 //! `,weight=N` when not the default — parses back to the same backend, also
-//! through the config file's `backend_from_parts`. Names resolve offline.
+//! through the config file's `backend_from_parts`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use load_balancer::upstream::{self, BackendId, HostHeader};
-
-lb_fuzz::offline_resolver!();
 
 fuzz_target!(|data: &[u8]| {
     let Ok(spec) = std::str::from_utf8(data) else {

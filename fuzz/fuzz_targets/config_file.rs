@@ -3,8 +3,8 @@
 //! Invariants: no panic; an accepted file has backends numbered in order,
 //! TLS keys only on TLS backends, and its display form (the canonical JSON
 //! written below from the parsed value, every top-level key included)
-//! parses back to the same value. Names resolve offline; `parse` reads no
-//! PEM file (`load` does).
+//! parses back to the same value. Parsing resolves no
+//! name (`dns` does, later) and reads no PEM file (`load` does).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,8 +12,6 @@ use load_balancer::config::AccessLog;
 use load_balancer::config::file::{self, FileConfig};
 use load_balancer::upstream::{BackendId, HostHeader};
 use serde_json::{Map, Value, json};
-
-lb_fuzz::offline_resolver!();
 
 fuzz_target!(|data: &[u8]| {
     let Ok(config) = file::parse(data) else {

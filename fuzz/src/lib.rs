@@ -1,6 +1,6 @@
 //! Helpers shared by the fuzz targets: reading a rewritten head back as
-//! field lines, the framing-field invariant, and an offline resolver for the
-//! targets that parse backend names.
+//! field lines, the framing-field invariant, absolute-form targets, and a
+//! strict chunked-body reader.
 
 /// The field lines of a head the proxy wrote (CRLF line ends, which the
 /// rewrite always uses), without the start line and the final empty line.
@@ -91,56 +91,6 @@ pub fn absolute_form(target: &[u8]) -> Option<(&[u8], Vec<u8>)> {
     }
     origin.extend_from_slice(path);
     Some((authority, origin))
-}
-
-/// Defines `getaddrinfo`/`freeaddrinfo` in the target binary itself, which
-/// the linker prefers over libc's: every name resolves to 127.0.0.1 at once,
-/// without touching the network, so a fuzzed host name costs no DNS query and
-/// the result is deterministic. Used by the targets that parse backends.
-#[macro_export]
-macro_rules! offline_resolver {
-    () => {
-        #[repr(C)]
-        struct OfflineAnswer {
-            info: libc::addrinfo,
-            addr: libc::sockaddr_in,
-        }
-
-        /// # Safety
-        /// Called by std with libc's contract: `res` is writable.
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn getaddrinfo(
-            _node: *const libc::c_char,
-            _service: *const libc::c_char,
-            _hints: *const libc::addrinfo,
-            res: *mut *mut libc::addrinfo,
-        ) -> libc::c_int {
-            // SAFETY: sockaddr_in and addrinfo are plain C structs for which
-            // all-zero bytes are a valid value.
-            let mut answer: Box<OfflineAnswer> = Box::new(unsafe { std::mem::zeroed() });
-            answer.addr.sin_family = libc::AF_INET as libc::sa_family_t;
-            answer.addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-            answer.info.ai_family = libc::AF_INET;
-            answer.info.ai_socktype = libc::SOCK_STREAM;
-            answer.info.ai_addrlen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            answer.info.ai_addr = (&raw mut answer.addr).cast();
-            // SAFETY: libc's contract says `res` points to writable storage;
-            // `info` is the first field of a repr(C) struct, so the pointer
-            // to it is the pointer to the box that freeaddrinfo frees.
-            unsafe { *res = Box::into_raw(answer).cast() };
-            0
-        }
-
-        /// # Safety
-        /// `ai` came from the `getaddrinfo` above.
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn freeaddrinfo(ai: *mut libc::addrinfo) {
-            if !ai.is_null() {
-                // SAFETY: every answer is a leaked Box<OfflineAnswer>.
-                drop(unsafe { Box::from_raw(ai.cast::<OfflineAnswer>()) });
-            }
-        }
-    };
 }
 
 /// A second, independent reading of a chunked body the framer forwarded,
