@@ -70,16 +70,19 @@ fn status_of(reply: &[u8]) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {text:?}"))
 }
 
+/// A balancer in front of `backend` writing its access log to `path`.
+fn logging_to(backend: &str, path: &std::path::Path, extra: &[&str]) -> Lb {
+    let path = path.to_str().expect("a UTF-8 path");
+    let mut args = vec!["-b", backend, "--access-log", path];
+    args.extend_from_slice(extra);
+    Lb::start(&args)
+}
+
 #[test]
 fn one_line_per_proxied_request_with_status_backend_and_bytes() {
     let o = origin("a");
     let path = log_path("access-proxied");
-    let lb = Lb::start(&[
-        "-b",
-        &backend_arg(&o),
-        "--access-log",
-        path.to_str().unwrap(),
-    ]);
+    let lb = logging_to(&backend_arg(&o), &path, &[]);
     let request = b"GET /bytes/100 HTTP/1.1\r\nHost: x\r\nUser-Agent: probe/1\r\nReferer: http://r/\r\nConnection: close\r\n\r\n";
     let reply = raw_exchange(lb.port(), request, IO_TIMEOUT);
     assert_eq!(status_of(&reply), 200);
@@ -125,16 +128,11 @@ fn one_line_per_proxied_request_with_status_backend_and_bytes() {
 fn rejected_requests_have_lines_too_400_408_504() {
     let o = origin("a");
     let path = log_path("access-rejected");
-    let lb = Lb::start(&[
-        "-b",
+    let lb = logging_to(
         &backend_arg(&o),
-        "--access-log",
-        path.to_str().unwrap(),
-        "--head-timeout-ms",
-        "300",
-        "--response-timeout-ms",
-        "300",
-    ]);
+        &path,
+        &["--head-timeout-ms", "300", "--response-timeout-ms", "300"],
+    );
     let bad = b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n";
     let r400 = raw_exchange(lb.port(), bad, IO_TIMEOUT);
     assert_eq!(status_of(&r400), 400);
@@ -191,14 +189,7 @@ fn rude_backend() -> String {
 fn a_failing_backend_gives_a_502_line() {
     let rude = rude_backend();
     let path = log_path("access-502");
-    let lb = Lb::start(&[
-        "-b",
-        &rude,
-        "--access-log",
-        path.to_str().unwrap(),
-        "--health-path",
-        "/health",
-    ]);
+    let lb = logging_to(&rude, &path, &["--health-path", "/health"]);
     let r = raw_exchange(
         lb.port(),
         b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
@@ -235,7 +226,7 @@ fn dead_port() -> (socket2::Socket, String) {
 fn a_dead_backend_gives_503_lines() {
     let (_held, dead) = dead_port();
     let path = log_path("access-503");
-    let lb = Lb::start(&["-b", &dead, "--access-log", path.to_str().unwrap()]);
+    let lb = logging_to(&dead, &path, &[]);
     let mut statuses = Vec::new();
     for _ in 0..20 {
         let r = raw_exchange(lb.port(), b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", IO_TIMEOUT);
@@ -255,14 +246,7 @@ fn a_dead_backend_gives_503_lines() {
 fn json_lines_parse() {
     let o = origin("a");
     let path = log_path("access-json");
-    let lb = Lb::start(&[
-        "-b",
-        &backend_arg(&o),
-        "--access-log",
-        path.to_str().unwrap(),
-        "--access-log-format",
-        "json",
-    ]);
+    let lb = logging_to(&backend_arg(&o), &path, &["--access-log-format", "json"]);
     let request = b"GET /bytes/10?q=\"x\" HTTP/1.1\r\nHost: x\r\nUser-Agent: a\\b\"c\r\nConnection: close\r\n\r\n";
     let reply = raw_exchange(lb.port(), request, IO_TIMEOUT);
     assert_eq!(status_of(&reply), 200);
@@ -427,16 +411,7 @@ fn a_reload_moves_the_log_in_mp_mode() {
 fn two_workers_under_load_write_whole_lines() {
     let o = origin("a");
     let path = log_path("access-load");
-    let lb = Lb::start(&[
-        "-b",
-        &backend_arg(&o),
-        "--access-log",
-        path.to_str().unwrap(),
-        "--mode",
-        "mp",
-        "-w",
-        "2",
-    ]);
+    let lb = logging_to(&backend_arg(&o), &path, &["--mode", "mp", "-w", "2"]);
     assert!(lb.wait_for_log("serving", Duration::from_secs(10)));
     const THREADS: usize = 8;
     const PER_THREAD: usize = 250;
