@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -526,4 +528,149 @@ fn a_removed_h2_backends_idle_connection_closes_at_once() {
         common::get(lb.port(), "/").header("x-origin"),
         Some("plain")
     );
+}
+
+/// Lines of the balancer's log that contain `needle`.
+fn log_count(lb: &Lb, needle: &str) -> usize {
+    lb.stderr_lines()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn a_goaway_below_streams_in_flight_fails_no_get() {
+    // 40 keep-alive clients keep GETs going over the one shared connection.
+    // The origin stops reading, and once every client waits on a request
+    // it never read, sends GOAWAY naming the last stream it did read: the
+    // waiting streams are above it, never processed, and go again on a new
+    // connection. No client sees anything but 200, and no request reaches
+    // the origin twice.
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &["-l", "debug"]);
+    // The shared connection exists and its SETTINGS are known.
+    assert_eq!(common::get(lb.port(), "/warm").status, 200);
+    const CLIENTS: usize = 40;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = lb.port();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (sent, done, stop) = (Arc::clone(&sent), Arc::clone(&done), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut client = Client::connect(port);
+                let mut statuses = Vec::new();
+                for j in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let path = match (i, j) {
+                        (0, 1) => "/goaway-below".to_string(),
+                        _ => format!("/get/{i}/{j}"),
+                    };
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let status = client
+                        .try_request("GET", &path, &[], b"")
+                        .map_or(0, |r| r.status);
+                    done.fetch_add(1, Ordering::SeqCst);
+                    statuses.push(status);
+                    if status != 200 {
+                        break;
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let in_flight = || sent.load(Ordering::SeqCst) - done.load(Ordering::SeqCst);
+    let stuck = wait_until(Duration::from_secs(10), || {
+        origin.holding_goaway() && in_flight() == CLIENTS
+    });
+    let before = done.load(Ordering::SeqCst);
+    origin.send_goaway();
+    // Traffic goes on over the new connection for a while.
+    let went_on = wait_until(Duration::from_secs(10), || {
+        done.load(Ordering::SeqCst) >= before + 4 * CLIENTS
+    });
+    stop.store(true, Ordering::SeqCst);
+    let statuses: Vec<Vec<u16>> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    assert!(stuck, "every client waits on the held connection");
+    assert!(went_on, "{statuses:?}");
+    let total: usize = statuses.iter().map(Vec::len).sum();
+    assert!(
+        statuses.iter().flatten().all(|&s| s == 200),
+        "{statuses:?} {:#?}",
+        lb.stderr_lines()
+    );
+    let refused = log_count(&lb, "HTTP/2 stream refused; re-sending");
+    eprintln!("{total} GETs, {refused} above the GOAWAY's last stream re-sent");
+    assert!(refused >= CLIENTS / 2, "{refused} re-sent");
+    // Each request was processed once: the re-sent ones never were before.
+    assert_eq!(origin.streams(), total + 1, "{:?}", origin.requests());
+    assert!(origin.h2_connections() >= 2, "{}", origin.h2_connections());
+}
+
+#[test]
+fn a_post_above_a_goaways_last_stream_is_sent_again_if_it_was_kept_whole() {
+    // A stream above the last id was provably not processed (RFC 9113
+    // §6.8): a POST with a length is re-sent once. One whose body was
+    // de-chunked for the stream, or outgrew the 16 KiB client buffer,
+    // cannot be sent again: 502 (README, "Errors").
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &["--trace", "-l", "debug"]);
+    assert_eq!(common::get(lb.port(), "/warm").status, 200);
+    let chunked = [("Transfer-Encoding", "chunked")];
+    let large = vec![b'x'; 64 * 1024];
+    // Path, extra fields, body as sent, the status expected.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8], u16);
+    let cases: [Case; 3] = [
+        ("/echo", &[], b"posted above the last id", 200),
+        ("/chunked", &chunked, b"7\r\nchunked\r\n0\r\n\r\n", 502),
+        ("/large", &[], &large, 502),
+    ];
+    for (path, headers, body, status) in cases {
+        // Each round holds a new connection: the previous one is gone.
+        assert_eq!(common::get(lb.port(), "/goaway-below").status, 200);
+        assert!(origin.holding_goaway());
+        let traced = log_count(&lb, ":method: POST");
+        let mut client = Client::connect(lb.port());
+        client
+            .send_request("POST", path, headers, body)
+            .expect("send");
+        // On the held connection, in a stream it will not read.
+        assert!(
+            wait_until(Duration::from_secs(5), || log_count(&lb, ":method: POST")
+                > traced),
+            "{:#?}",
+            lb.stderr_lines()
+        );
+        origin.send_goaway();
+        let r = client.read_response(false);
+        assert_eq!(r.status, status, "{path}: {}", r.body_str());
+        let posts = origin.requests();
+        let posts: Vec<&String> = posts.iter().filter(|r| r.starts_with("POST")).collect();
+        // The first one, once; the others never.
+        assert_eq!(posts.len(), 1, "{path}: {posts:?}");
+        if status == 200 {
+            assert_eq!(r.body, body);
+        } else {
+            assert!(
+                lb.wait_for_log(
+                    "backend closed the HTTP/2 connection",
+                    Duration::from_secs(5)
+                ),
+                "{:#?}",
+                lb.stderr_lines()
+            );
+        }
+    }
+    assert_eq!(log_count(&lb, "HTTP/2 stream refused; re-sending"), 1);
+    assert_eq!(common::get(lb.port(), "/after").status, 200);
+    assert_eq!(origin.h2_connections(), cases.len() + 1);
 }
