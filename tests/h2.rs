@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -626,7 +628,7 @@ fn a_post_above_a_goaways_last_stream_is_sent_again_if_it_was_kept_whole() {
     let lb = balancer(&ca, &origin, &["--trace", "-l", "debug"]);
     assert_eq!(common::get(lb.port(), "/warm").status, 200);
     let chunked = [("Transfer-Encoding", "chunked")];
-    let large = vec![b'x'; 64 * 1024];
+    let large: Vec<u8> = (0..64 * 1024).map(pattern).collect();
     // Path, extra fields, body as sent, the status expected.
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8], u16);
     let cases: [Case; 3] = [
@@ -673,4 +675,101 @@ fn a_post_above_a_goaways_last_stream_is_sent_again_if_it_was_kept_whole() {
     assert_eq!(log_count(&lb, "HTTP/2 stream refused; re-sending"), 1);
     assert_eq!(common::get(lb.port(), "/after").status, 200);
     assert_eq!(origin.h2_connections(), cases.len() + 1);
+}
+
+/// Byte `i` of the large bodies below.
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+#[test]
+fn fifty_mib_up_and_down_through_h2_leave_the_balancers_rss_flat() {
+    // 50 MiB posted to an origin that echoes each DATA as it arrives: the
+    // upload and the echo cross the balancer at once. The client stops
+    // reading for a while on the way: with the windows the bound, that
+    // stops the echo, hence the origin's reading, hence the upload; the
+    // balancer's RSS stays near its baseline, far below the body.
+    const PIECE: usize = 1 << 20;
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    let warm: Vec<u8> = (0..PIECE).map(pattern).collect();
+    let r = Client::connect(lb.port()).request("POST", "/echo-stream", &[], &warm);
+    assert_eq!(r.status, 200);
+    assert!(r.body == warm, "the warm-up echo differs");
+    let baseline = lb.rss_kb();
+    assert!(baseline > 0, "RSS readable");
+
+    let stop = AtomicBool::new(false);
+    let (peak, elapsed) = thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0;
+            while !stop.load(Ordering::SeqCst) {
+                peak = peak.max(lb.rss_kb());
+                thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        let elapsed = echo_fifty_mib(&lb);
+        stop.store(true, Ordering::SeqCst);
+        (sampler.join().expect("sampler"), elapsed)
+    });
+    eprintln!("50 MiB each way in {elapsed:?}; RSS baseline {baseline} kB, peak {peak} kB");
+    assert!(peak < baseline + 16 * 1024, "{baseline} -> {peak} kB");
+    assert_eq!(origin.h2_connections(), 1);
+}
+
+/// Posts `SIZE` bytes of `pattern` to `/echo-stream` while reading the
+/// echo (stopping once for 500 ms at 8 MiB) and checks it byte by byte.
+fn echo_fifty_mib(lb: &Lb) -> Duration {
+    const SIZE: usize = 50 << 20;
+    const PIECE: usize = 1 << 20;
+    let started = Instant::now();
+    let down = TcpStream::connect(lb.addr()).expect("connect");
+    down.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut up = down.try_clone().expect("clone");
+    let uploader = thread::spawn(move || -> std::io::Result<()> {
+        let head = format!(
+            "POST /echo-stream HTTP/1.1\r\nHost: localhost\r\nContent-Length: {SIZE}\r\n\r\n"
+        );
+        up.write_all(head.as_bytes())?;
+        let mut piece = vec![0u8; PIECE];
+        for at in (0..SIZE).step_by(PIECE) {
+            for (i, b) in piece.iter_mut().enumerate() {
+                *b = pattern(at + i);
+            }
+            up.write_all(&piece)?;
+        }
+        Ok(())
+    });
+    let mut reader = BufReader::new(down);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(reader.read_line(&mut head).expect("head") > 0, "{head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {SIZE}\r\n")),
+        "{head}"
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut got, mut stalled) = (0, false);
+    while got < SIZE {
+        if !stalled && got >= 8 << 20 {
+            // Everything upstream must stop, not pile up in the balancer.
+            stalled = true;
+            thread::sleep(Duration::from_millis(500));
+        }
+        let want = buf.len().min(SIZE - got);
+        let n = reader.read(&mut buf[..want]).expect("echo");
+        assert!(n > 0, "echo cut at {got}");
+        if let Some(bad) = (0..n).find(|&i| buf[i] != pattern(got + i)) {
+            panic!("echo differs at byte {}", got + bad);
+        }
+        got += n;
+    }
+    uploader.join().expect("uploader").expect("upload");
+    started.elapsed()
 }

@@ -13,10 +13,12 @@
 //! reading and holds until the test calls [`H2Origin::send_goaway`], then
 //! (its streams done) sends GOAWAY(NO_ERROR) whose last stream id is the
 //! highest it read and closes: streams the client sent meanwhile are above
-//! that id and were never handled (RFC 9113 §6.8); `/slow-head` answers
-//! after 300 ms; anything else a line naming method, path, authority and
-//! body length. Over HTTP/1.1 a WebSocket upgrade is answered 101 and
-//! echoed, anything else 200.
+//! that id and were never handled (RFC 9113 §6.8); `/echo-stream` sends
+//! each request DATA back as it arrives (the request's length, if any, as
+//! the response's), taking more only as the client takes the echo;
+//! `/slow-head` answers after 300 ms; anything else a line naming method,
+//! path, authority and body length. Over HTTP/1.1 a WebSocket upgrade is
+//! answered 101 and echoed, anything else 200.
 //!
 //! h2's `graceful_shutdown` cannot leave a stream above the last id: its
 //! final GOAWAY names every stream read before the client's PING ack, and
@@ -252,6 +254,10 @@ where
     };
     let Ok(mut conn) = h2::server::Builder::new()
         .max_concurrent_streams(max_streams)
+        // Past h2's 64 KiB default, so that uploads are not paced by round
+        // trips between the processes sharing the test machine's cores.
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(8 << 20)
         .handshake::<_, Bytes>(gate)
         .await
     else {
@@ -343,6 +349,11 @@ async fn answer(request: Request<h2::RecvStream>, mut respond: SendResponse<Byte
         respond.send_reset(h2::Reason::INTERNAL_ERROR);
         return;
     }
+    if path == "/echo-stream" {
+        let length = parts.headers.get(http::header::CONTENT_LENGTH).cloned();
+        echo_stream(length, body, respond).await;
+        return;
+    }
     if path == "/slow-head" {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
@@ -409,6 +420,38 @@ async fn answer(request: Request<h2::RecvStream>, mut respond: SendResponse<Byte
     } else {
         let _ = send.send_data(Bytes::new(), true);
     }
+}
+
+/// `/echo-stream`: each DATA goes back as it came. Its window is released
+/// only once h2 took the echo, which it takes only as the client's window
+/// allows: the client's reading paces the upload, nothing is buffered.
+async fn echo_stream(
+    length: Option<http::HeaderValue>,
+    mut body: h2::RecvStream,
+    mut respond: SendResponse<Bytes>,
+) {
+    let mut head = Response::builder().status(200).header("x-origin", "h2");
+    if let Some(n) = length {
+        head = head.header(http::header::CONTENT_LENGTH, n);
+    }
+    let Ok(mut send) = respond.send_response(head.body(()).expect("response"), false) else {
+        return;
+    };
+    while let Some(Ok(mut data)) = body.data().await {
+        let len = data.len();
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let Some(Ok(room)) = std::future::poll_fn(|cx| send.poll_capacity(cx)).await else {
+                return;
+            };
+            let piece = data.split_to(room.min(data.len()));
+            if send.send_data(piece, false).is_err() {
+                return;
+            }
+        }
+        let _ = body.flow_control().release_capacity(len);
+    }
+    let _ = send.send_data(Bytes::new(), true);
 }
 
 /// One HTTP/1.1 request: a WebSocket upgrade is answered 101 and what
