@@ -773,3 +773,37 @@ fn echo_fifty_mib(lb: &Lb) -> Duration {
     uploader.join().expect("uploader").expect("upload");
     started.elapsed()
 }
+
+#[test]
+fn an_answer_before_the_request_body_ended_reaches_the_client() {
+    // The origin takes one stream window of a 4 MiB upload, answers 413
+    // and resets the stream with NO_ERROR (RFC 9113 §8.1) while the
+    // balancer still holds body it may not send: the client gets the 413
+    // (not a 502), then its connection ends, the rest of its body unread.
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    let mut client = Client::connect(lb.port());
+    let mut up = client.stream().try_clone().expect("clone");
+    let uploader = thread::spawn(move || {
+        let size = 4 << 20;
+        let head = format!(
+            "POST /reject-early HTTP/1.1\r\nHost: localhost\r\nContent-Length: {size}\r\n\r\n"
+        );
+        // Cut short once the balancer is done with the request.
+        let _ = up.write_all(head.as_bytes());
+        let _ = up.write_all(&vec![b'u'; size]);
+    });
+    let r = client.read_response(false);
+    assert_eq!(r.status, 413, "{} {:#?}", r.body_str(), lb.stderr_lines());
+    assert!(client.is_closed(Duration::from_secs(5)));
+    uploader.join().expect("uploader");
+    assert!(
+        !lb.stderr_lines().iter().any(|l| l.contains("warn")),
+        "{:#?}",
+        lb.stderr_lines()
+    );
+    // The shared connection goes on.
+    assert_eq!(common::get(lb.port(), "/after").status, 200);
+    assert_eq!(origin.h2_connections(), 1);
+}

@@ -16,6 +16,8 @@
 //! that id and were never handled (RFC 9113 §6.8); `/echo-stream` sends
 //! each request DATA back as it arrives (the request's length, if any, as
 //! the response's), taking more only as the client takes the echo;
+//! `/reject-early` takes one stream window of the request body without
+//! releasing it, then answers 413 and resets the stream with NO_ERROR;
 //! `/slow-head` answers after 300 ms; anything else a line naming method,
 //! path, authority and body length. Over HTTP/1.1 a WebSocket upgrade is
 //! answered 101 and echoed, anything else 200.
@@ -175,6 +177,9 @@ impl H2Origin {
     }
 }
 
+/// The origin's h2 stream receive window.
+const STREAM_WINDOW: u32 = 1 << 20;
+
 /// How long a `/goaway-below` connection waits for `send_goaway` at most.
 const GOAWAY_HOLD: Duration = Duration::from_secs(10);
 
@@ -256,7 +261,7 @@ where
         .max_concurrent_streams(max_streams)
         // Past h2's 64 KiB default, so that uploads are not paced by round
         // trips between the processes sharing the test machine's cores.
-        .initial_window_size(1 << 20)
+        .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(8 << 20)
         .handshake::<_, Bytes>(gate)
         .await
@@ -347,6 +352,21 @@ async fn answer(request: Request<h2::RecvStream>, mut respond: SendResponse<Byte
     }
     if path == "/reset" {
         respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        return;
+    }
+    if path == "/reject-early" {
+        // A whole stream window, none of it released: the client is left
+        // with body it may not send. Then 413, and dropping the rest of the
+        // body resets the stream with NO_ERROR (RFC 9113 §8.1).
+        let mut taken = 0;
+        while taken < STREAM_WINDOW as usize {
+            match body.data().await {
+                Some(Ok(data)) => taken += data.len(),
+                _ => break,
+            }
+        }
+        let head = Response::builder().status(413).body(()).expect("response");
+        let _ = respond.send_response(head, true);
         return;
     }
     if path == "/echo-stream" {
