@@ -6,6 +6,10 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -526,4 +530,280 @@ fn a_removed_h2_backends_idle_connection_closes_at_once() {
         common::get(lb.port(), "/").header("x-origin"),
         Some("plain")
     );
+}
+
+/// Lines of the balancer's log that contain `needle`.
+fn log_count(lb: &Lb, needle: &str) -> usize {
+    lb.stderr_lines()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn a_goaway_below_streams_in_flight_fails_no_get() {
+    // 40 keep-alive clients keep GETs going over the one shared connection.
+    // The origin stops reading, and once every client waits on a request
+    // it never read, sends GOAWAY naming the last stream it did read: the
+    // waiting streams are above it, never processed, and go again on a new
+    // connection. No client sees anything but 200, and no request reaches
+    // the origin twice.
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &["-l", "debug"]);
+    // The shared connection exists and its SETTINGS are known.
+    assert_eq!(common::get(lb.port(), "/warm").status, 200);
+    const CLIENTS: usize = 40;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = lb.port();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (sent, done, stop) = (Arc::clone(&sent), Arc::clone(&done), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut client = Client::connect(port);
+                let mut statuses = Vec::new();
+                for j in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let path = match (i, j) {
+                        (0, 1) => "/goaway-below".to_string(),
+                        _ => format!("/get/{i}/{j}"),
+                    };
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let status = client
+                        .try_request("GET", &path, &[], b"")
+                        .map_or(0, |r| r.status);
+                    done.fetch_add(1, Ordering::SeqCst);
+                    statuses.push(status);
+                    if status != 200 {
+                        break;
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let in_flight = || sent.load(Ordering::SeqCst) - done.load(Ordering::SeqCst);
+    let stuck = wait_until(Duration::from_secs(10), || {
+        origin.holding_goaway() && in_flight() == CLIENTS
+    });
+    let before = done.load(Ordering::SeqCst);
+    origin.send_goaway();
+    // Traffic goes on over the new connection for a while.
+    let went_on = wait_until(Duration::from_secs(10), || {
+        done.load(Ordering::SeqCst) >= before + 4 * CLIENTS
+    });
+    stop.store(true, Ordering::SeqCst);
+    let statuses: Vec<Vec<u16>> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    assert!(stuck, "every client waits on the held connection");
+    assert!(went_on, "{statuses:?}");
+    let total: usize = statuses.iter().map(Vec::len).sum();
+    assert!(
+        statuses.iter().flatten().all(|&s| s == 200),
+        "{statuses:?} {:#?}",
+        lb.stderr_lines()
+    );
+    let refused = log_count(&lb, "HTTP/2 stream refused; re-sending");
+    eprintln!("{total} GETs, {refused} above the GOAWAY's last stream re-sent");
+    assert!(refused >= CLIENTS / 2, "{refused} re-sent");
+    // Each request was processed once: the re-sent ones never were before.
+    assert_eq!(origin.streams(), total + 1, "{:?}", origin.requests());
+    assert!(origin.h2_connections() >= 2, "{}", origin.h2_connections());
+}
+
+#[test]
+fn a_post_above_a_goaways_last_stream_is_sent_again_if_it_was_kept_whole() {
+    // A stream above the last id was provably not processed (RFC 9113
+    // §6.8): a POST with a length is re-sent once. One whose body was
+    // de-chunked for the stream, or outgrew the 16 KiB client buffer,
+    // cannot be sent again: 502 (README, "Errors").
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &["--trace", "-l", "debug"]);
+    assert_eq!(common::get(lb.port(), "/warm").status, 200);
+    let chunked = [("Transfer-Encoding", "chunked")];
+    let large: Vec<u8> = (0..64 * 1024).map(pattern).collect();
+    // Path, extra fields, body as sent, the status expected.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8], u16);
+    let cases: [Case; 3] = [
+        ("/echo", &[], b"posted above the last id", 200),
+        ("/chunked", &chunked, b"7\r\nchunked\r\n0\r\n\r\n", 502),
+        ("/large", &[], &large, 502),
+    ];
+    for (path, headers, body, status) in cases {
+        // Each round holds a new connection: the previous one is gone.
+        assert_eq!(common::get(lb.port(), "/goaway-below").status, 200);
+        assert!(origin.holding_goaway());
+        let traced = log_count(&lb, ":method: POST");
+        let mut client = Client::connect(lb.port());
+        client
+            .send_request("POST", path, headers, body)
+            .expect("send");
+        // On the held connection, in a stream it will not read.
+        assert!(
+            wait_until(Duration::from_secs(5), || log_count(&lb, ":method: POST")
+                > traced),
+            "{:#?}",
+            lb.stderr_lines()
+        );
+        origin.send_goaway();
+        let r = client.read_response(false);
+        assert_eq!(r.status, status, "{path}: {}", r.body_str());
+        let posts = origin.requests();
+        let posts: Vec<&String> = posts.iter().filter(|r| r.starts_with("POST")).collect();
+        // The first one, once; the others never.
+        assert_eq!(posts.len(), 1, "{path}: {posts:?}");
+        if status == 200 {
+            assert_eq!(r.body, body);
+        } else {
+            assert!(
+                lb.wait_for_log(
+                    "backend closed the HTTP/2 connection",
+                    Duration::from_secs(5)
+                ),
+                "{:#?}",
+                lb.stderr_lines()
+            );
+        }
+    }
+    assert_eq!(log_count(&lb, "HTTP/2 stream refused; re-sending"), 1);
+    assert_eq!(common::get(lb.port(), "/after").status, 200);
+    assert_eq!(origin.h2_connections(), cases.len() + 1);
+}
+
+/// Byte `i` of the large bodies below.
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+#[test]
+fn fifty_mib_up_and_down_through_h2_leave_the_balancers_rss_flat() {
+    // 50 MiB posted to an origin that echoes each DATA as it arrives: the
+    // upload and the echo cross the balancer at once. The client stops
+    // reading for a while on the way: with the windows the bound, that
+    // stops the echo, hence the origin's reading, hence the upload; the
+    // balancer's RSS stays near its baseline, far below the body.
+    const PIECE: usize = 1 << 20;
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    let warm: Vec<u8> = (0..PIECE).map(pattern).collect();
+    let r = Client::connect(lb.port()).request("POST", "/echo-stream", &[], &warm);
+    assert_eq!(r.status, 200);
+    assert!(r.body == warm, "the warm-up echo differs");
+    let baseline = lb.rss_kb();
+    assert!(baseline > 0, "RSS readable");
+
+    let stop = AtomicBool::new(false);
+    let (peak, elapsed) = thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0;
+            while !stop.load(Ordering::SeqCst) {
+                peak = peak.max(lb.rss_kb());
+                thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        let elapsed = echo_fifty_mib(&lb);
+        stop.store(true, Ordering::SeqCst);
+        (sampler.join().expect("sampler"), elapsed)
+    });
+    eprintln!("50 MiB each way in {elapsed:?}; RSS baseline {baseline} kB, peak {peak} kB");
+    assert!(peak < baseline + 16 * 1024, "{baseline} -> {peak} kB");
+    assert_eq!(origin.h2_connections(), 1);
+}
+
+/// Posts `SIZE` bytes of `pattern` to `/echo-stream` while reading the
+/// echo (stopping once for 500 ms at 8 MiB) and checks it byte by byte.
+fn echo_fifty_mib(lb: &Lb) -> Duration {
+    const SIZE: usize = 50 << 20;
+    const PIECE: usize = 1 << 20;
+    let started = Instant::now();
+    let down = TcpStream::connect(lb.addr()).expect("connect");
+    down.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut up = down.try_clone().expect("clone");
+    let uploader = thread::spawn(move || -> std::io::Result<()> {
+        let head = format!(
+            "POST /echo-stream HTTP/1.1\r\nHost: localhost\r\nContent-Length: {SIZE}\r\n\r\n"
+        );
+        up.write_all(head.as_bytes())?;
+        let mut piece = vec![0u8; PIECE];
+        for at in (0..SIZE).step_by(PIECE) {
+            for (i, b) in piece.iter_mut().enumerate() {
+                *b = pattern(at + i);
+            }
+            up.write_all(&piece)?;
+        }
+        Ok(())
+    });
+    let mut reader = BufReader::new(down);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(reader.read_line(&mut head).expect("head") > 0, "{head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {SIZE}\r\n")),
+        "{head}"
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut got, mut stalled) = (0, false);
+    while got < SIZE {
+        if !stalled && got >= 8 << 20 {
+            // Everything upstream must stop, not pile up in the balancer.
+            stalled = true;
+            thread::sleep(Duration::from_millis(500));
+        }
+        let want = buf.len().min(SIZE - got);
+        let n = reader.read(&mut buf[..want]).expect("echo");
+        assert!(n > 0, "echo cut at {got}");
+        if let Some(bad) = (0..n).find(|&i| buf[i] != pattern(got + i)) {
+            panic!("echo differs at byte {}", got + bad);
+        }
+        got += n;
+    }
+    uploader.join().expect("uploader").expect("upload");
+    started.elapsed()
+}
+
+#[test]
+fn an_answer_before_the_request_body_ended_reaches_the_client() {
+    // The origin takes one stream window of a 4 MiB upload, answers 413
+    // and resets the stream with NO_ERROR (RFC 9113 §8.1) while the
+    // balancer still holds body it may not send: the client gets the 413
+    // (not a 502), then its connection ends, the rest of its body unread.
+    let ca = Ca::new();
+    let origin = origin(&ca, 100);
+    let lb = balancer(&ca, &origin, &[]);
+    let mut client = Client::connect(lb.port());
+    let mut up = client.stream().try_clone().expect("clone");
+    let uploader = thread::spawn(move || {
+        let size = 4 << 20;
+        let head = format!(
+            "POST /reject-early HTTP/1.1\r\nHost: localhost\r\nContent-Length: {size}\r\n\r\n"
+        );
+        // Cut short once the balancer is done with the request.
+        let _ = up.write_all(head.as_bytes());
+        let _ = up.write_all(&vec![b'u'; size]);
+    });
+    let r = client.read_response(false);
+    assert_eq!(r.status, 413, "{} {:#?}", r.body_str(), lb.stderr_lines());
+    assert!(client.is_closed(Duration::from_secs(5)));
+    uploader.join().expect("uploader");
+    assert!(
+        !lb.stderr_lines().iter().any(|l| l.contains("warn")),
+        "{:#?}",
+        lb.stderr_lines()
+    );
+    // The shared connection goes on.
+    assert_eq!(common::get(lb.port(), "/after").status, 200);
+    assert_eq!(origin.h2_connections(), 1);
 }

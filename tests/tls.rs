@@ -473,3 +473,26 @@ fn bad_backend_tls_keys_are_start_up_errors_naming_the_backend_and_file() {
         assert!(err.starts_with(&want), "gave: {err}\nwant: {want}");
     }
 }
+
+/// The one test of the suite that binds port 443: no other may (it would
+/// find the port taken, or take it from this one). Where 443 cannot be
+/// bound (not root, say), it says so and passes.
+#[test]
+fn port_443_means_tls_without_https() {
+    let ca = Ca::new();
+    let origin = match TlsOrigin::start_on(ca.leaf(&["localhost"], false), 443) {
+        Ok(origin) => origin,
+        Err(e) => {
+            eprintln!("skipped: cannot bind 127.0.0.1:443 ({e})");
+            return;
+        }
+    };
+    let pem = ca.pem_file();
+    let lb = Lb::start(&["-b", "localhost:443", "--ca-file", text(&pem)]);
+    let r = get(lb.port(), "/over-443");
+    assert_eq!(r.status, 200, "{} {:#?}", r.body_str(), lb.stderr_lines());
+    // The backend's name as Host, its default port left out.
+    assert_eq!(r.body_str(), "tls /over-443 host=localhost body=0\n");
+    assert!(origin.handshakes() >= 1, "{}", origin.handshakes());
+    assert_eq!(origin.sni(), [Some("localhost".to_string())]);
+}

@@ -47,6 +47,9 @@ pub(super) struct H2Exchange {
     /// Request trailer lines framed so far, in `inbuf` right after the
     /// body bytes not sent yet: they go as HEADERS once the DATA is out.
     trailers: usize,
+    /// The stream took no more of the request body (see `h2_body_stopped`):
+    /// the rest is not read.
+    body_stopped: bool,
 }
 
 impl H2Exchange {
@@ -143,6 +146,7 @@ impl Session {
             chunk_pos: 0,
             body_done: false,
             trailers: 0,
+            body_stopped: false,
         }));
         self.uphead_pos = self.uphead.len();
         self.phase = Phase::H2Exchange;
@@ -180,7 +184,7 @@ impl Session {
                 return Ok(true);
             }
         }
-        if !self.req_body.is_done() {
+        if !self.req_body.is_done() && !x.body_stopped {
             progress |= self.pump_client(cx)?;
         }
         if x.response.is_some() {
@@ -243,10 +247,7 @@ impl Session {
             let room = match send.capacity() {
                 0 => match send.poll_capacity(tcx) {
                     Poll::Ready(Some(Ok(n))) => n,
-                    Poll::Ready(Some(Err(e))) => return self.h2_failed(cx, &e),
-                    Poll::Ready(None) => {
-                        return self.h2_failed_why(cx, "stream closed by the backend");
-                    }
+                    Poll::Ready(Some(Err(_)) | None) => return Ok(h2_body_stopped(x)),
                     Poll::Pending => return Ok(progress),
                 },
                 n => n,
@@ -255,8 +256,8 @@ impl Session {
             let body_at = self.hold_head + self.held;
             let data = translate::data(&self.inbuf.data()[body_at..body_at + n]);
             let last = self.req_body.is_done() && n == self.body_pending && x.trailers == 0;
-            if let Err(e) = send.send_data(data, last) {
-                return self.h2_failed(cx, &e);
+            if send.send_data(data, last).is_err() {
+                return Ok(h2_body_stopped(x));
             }
             self.held += n;
             self.body_pending -= n;
@@ -287,8 +288,8 @@ impl Session {
             } else {
                 send.send_data(Bytes::new(), true)
             };
-            if let Err(e) = sent {
-                return self.h2_failed(cx, &e);
+            if sent.is_err() {
+                return Ok(h2_body_stopped(x));
             }
             x.send = None;
             self.up_done = true;
@@ -505,6 +506,18 @@ impl Session {
         }
         self.answer_error(cx, ProxyError::BadGateway(why))
     }
+}
+
+/// The stream takes no more of the request body: the backend reset or
+/// refused it, or answered early and then reset it with NO_ERROR (RFC 9113
+/// §8.1). Not a failure in itself: the response, or its error (a refusal
+/// is re-sent), decides what the client gets; the rest of the body is not
+/// read, so the client connection ends after the response (`up_done`
+/// stays false), as when an HTTP/1.1 backend answers early.
+fn h2_body_stopped(x: &mut H2Exchange) -> bool {
+    x.send = None;
+    x.body_stopped = true;
+    true
 }
 
 /// A chunk-size line's number: lowercase hex without leading zeros.

@@ -9,20 +9,38 @@
 //! `/refuse-once` RST_STREAM(REFUSED_STREAM) the first time; `/reset`
 //! RST_STREAM(INTERNAL_ERROR) always; `/status/N` an empty N answer;
 //! `/goaway` answers, then the connection sends GOAWAY and closes once its
-//! streams are done; `/slow-head` answers after 300 ms; anything else a line
-//! naming method, path, authority and body length. Over HTTP/1.1 a
-//! WebSocket upgrade is answered 101 and echoed, anything else 200.
+//! streams are done; `/goaway-below` answers, but the connection stops
+//! reading and holds until the test calls [`H2Origin::send_goaway`], then
+//! (its streams done) sends GOAWAY(NO_ERROR) whose last stream id is the
+//! highest it read and closes: streams the client sent meanwhile are above
+//! that id and were never handled (RFC 9113 §6.8); `/echo-stream` sends
+//! each request DATA back as it arrives (the request's length, if any, as
+//! the response's), taking more only as the client takes the echo;
+//! `/reject-early` takes one stream window of the request body without
+//! releasing it, then answers 413 and resets the stream with NO_ERROR;
+//! `/slow-head` answers after 300 ms; anything else a line naming method,
+//! path, authority and body length. Over HTTP/1.1 a WebSocket upgrade is
+//! answered 101 and echoed, anything else 200.
+//!
+//! h2's `graceful_shutdown` cannot leave a stream above the last id: its
+//! final GOAWAY names every stream read before the client's PING ack, and
+//! the client opens none after the first GOAWAY. `abrupt_shutdown` can, but
+//! it also fails the streams still being answered; hence the hold.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use http::{HeaderMap, Request, Response};
 use rustls::ServerConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -42,6 +60,11 @@ pub struct H2Seen {
     /// Most streams open at once on one connection.
     pub max_concurrent: AtomicUsize,
     refused: AtomicBool,
+    /// `/goaway-below` connections that stopped reading and are not closed
+    /// yet (a count: one may close as the next one starts holding).
+    holding: AtomicUsize,
+    /// Set by `send_goaway`, taken by the holding connection.
+    release: AtomicBool,
     /// `METHOD path authority` of each stream, in order.
     pub requests: Mutex<Vec<String>>,
     /// Each request's header fields, lowercase names.
@@ -140,23 +163,150 @@ impl H2Origin {
     pub fn trailers(&self) -> Vec<HeaderMap> {
         self.seen.trailers.lock().expect("lock").clone()
     }
+
+    /// A connection that served `/goaway-below` has stopped reading and
+    /// waits for `send_goaway`.
+    pub fn holding_goaway(&self) -> bool {
+        self.seen.holding.load(Ordering::SeqCst) > 0
+    }
+
+    /// Lets the holding connection send its GOAWAY (once its streams are
+    /// answered) and close.
+    pub fn send_goaway(&self) {
+        self.seen.release.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The origin's h2 stream receive window.
+const STREAM_WINDOW: u32 = 1 << 20;
+
+/// How long a `/goaway-below` connection waits for `send_goaway` at most.
+const GOAWAY_HOLD: Duration = Duration::from_secs(10);
+
+/// The TLS stream under h2's server, able to stop reading (`/goaway-below`):
+/// what the client sends then stays unread in the socket. On drop the
+/// stream goes to `left`, so that it can be drained before it closes (a
+/// close with unread bytes resets the connection, and the reset could
+/// destroy the GOAWAY before the client read it).
+struct Gate<T> {
+    io: Option<T>,
+    paused: Arc<AtomicBool>,
+    left: Arc<Mutex<Option<T>>>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Gate<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.paused.load(Ordering::SeqCst) {
+            // Never resumed: the connection ends paused.
+            return Poll::Pending;
+        }
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Gate<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_write(cx, buf),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<T> Drop for Gate<T> {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            *self.left.lock().unwrap_or_else(|e| e.into_inner()) = Some(io);
+        }
+    }
 }
 
 async fn serve_h2<T>(io: T, seen: Arc<H2Seen>, max_streams: u32)
 where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let paused = Arc::new(AtomicBool::new(false));
+    let left = Arc::new(Mutex::new(None));
+    let gate = Gate {
+        io: Some(io),
+        paused: Arc::clone(&paused),
+        left: Arc::clone(&left),
+    };
     let Ok(mut conn) = h2::server::Builder::new()
         .max_concurrent_streams(max_streams)
-        .handshake::<_, Bytes>(io)
+        // Past h2's 64 KiB default, so that uploads are not paced by round
+        // trips between the processes sharing the test machine's cores.
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(8 << 20)
+        .handshake::<_, Bytes>(gate)
         .await
     else {
         return;
     };
     let open = Arc::new(AtomicUsize::new(0));
-    while let Some(Ok((request, respond))) = conn.accept().await {
-        if request.uri().path() == "/goaway" {
-            conn.graceful_shutdown();
+    // Since when `/goaway-below` holds this connection.
+    let mut holding: Option<Instant> = None;
+    let (mut released, mut quiet) = (false, false);
+    loop {
+        let next = match holding {
+            None => conn.accept().await,
+            Some(since) => tokio::select! {
+                // Polled first: it also writes what answers queued.
+                biased;
+                next = conn.accept() => next,
+                () = tokio::time::sleep(Duration::from_millis(10)) => {
+                    released |= seen.release.swap(false, Ordering::SeqCst)
+                        || since.elapsed() > GOAWAY_HOLD;
+                    // Answers done for a whole tick: their frames are out,
+                    // and a GOAWAY now cuts none of them.
+                    let idle = open.load(Ordering::SeqCst) == 0;
+                    if released && idle && quiet {
+                        break;
+                    }
+                    quiet = released && idle;
+                    continue;
+                }
+            },
+        };
+        let Some(Ok((request, respond))) = next else {
+            if holding.is_some() {
+                seen.holding.fetch_sub(1, Ordering::SeqCst);
+            }
+            return;
+        };
+        match request.uri().path() {
+            "/goaway" => conn.graceful_shutdown(),
+            "/goaway-below" if holding.is_none() => {
+                paused.store(true, Ordering::SeqCst);
+                seen.holding.fetch_add(1, Ordering::SeqCst);
+                holding = Some(Instant::now());
+            }
+            _ => {}
         }
         seen.streams.fetch_add(1, Ordering::SeqCst);
         let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
@@ -166,6 +316,21 @@ where
             answer(request, respond, &seen).await;
             open.fetch_sub(1, Ordering::SeqCst);
         });
+    }
+    // `/goaway-below`, released: GOAWAY with the last stream read, then
+    // close; what the client sent since is drained unread.
+    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+    let closed = std::future::poll_fn(|cx| conn.poll_closed(cx));
+    let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
+    seen.holding.fetch_sub(1, Ordering::SeqCst);
+    drop(conn);
+    let rest = left.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(mut io) = rest {
+        let drain = async {
+            let mut sink = [0u8; 16 * 1024];
+            while let Ok(1..) = io.read(&mut sink).await {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     }
 }
 
@@ -187,6 +352,26 @@ async fn answer(request: Request<h2::RecvStream>, mut respond: SendResponse<Byte
     }
     if path == "/reset" {
         respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        return;
+    }
+    if path == "/reject-early" {
+        // A whole stream window, none of it released: the client is left
+        // with body it may not send. Then 413, and dropping the rest of the
+        // body resets the stream with NO_ERROR (RFC 9113 §8.1).
+        let mut taken = 0;
+        while taken < STREAM_WINDOW as usize {
+            match body.data().await {
+                Some(Ok(data)) => taken += data.len(),
+                _ => break,
+            }
+        }
+        let head = Response::builder().status(413).body(()).expect("response");
+        let _ = respond.send_response(head, true);
+        return;
+    }
+    if path == "/echo-stream" {
+        let length = parts.headers.get(http::header::CONTENT_LENGTH).cloned();
+        echo_stream(length, body, respond).await;
         return;
     }
     if path == "/slow-head" {
@@ -257,11 +442,43 @@ async fn answer(request: Request<h2::RecvStream>, mut respond: SendResponse<Byte
     }
 }
 
+/// `/echo-stream`: each DATA goes back as it came. Its window is released
+/// only once h2 took the echo, which it takes only as the client's window
+/// allows: the client's reading paces the upload, nothing is buffered.
+async fn echo_stream(
+    length: Option<http::HeaderValue>,
+    mut body: h2::RecvStream,
+    mut respond: SendResponse<Bytes>,
+) {
+    let mut head = Response::builder().status(200).header("x-origin", "h2");
+    if let Some(n) = length {
+        head = head.header(http::header::CONTENT_LENGTH, n);
+    }
+    let Ok(mut send) = respond.send_response(head.body(()).expect("response"), false) else {
+        return;
+    };
+    while let Some(Ok(mut data)) = body.data().await {
+        let len = data.len();
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let Some(Ok(room)) = std::future::poll_fn(|cx| send.poll_capacity(cx)).await else {
+                return;
+            };
+            let piece = data.split_to(room.min(data.len()));
+            if send.send_data(piece, false).is_err() {
+                return;
+            }
+        }
+        let _ = body.flow_control().release_capacity(len);
+    }
+    let _ = send.send_data(Bytes::new(), true);
+}
+
 /// One HTTP/1.1 request: a WebSocket upgrade is answered 101 and what
 /// follows echoed; anything else (a health probe) 200 and close.
 async fn serve_http1<T>(mut io: T, seen: &H2Seen)
 where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

@@ -120,16 +120,30 @@ impl TlsOrigin {
     /// Serves on 127.0.0.1 with `leaf`. With `close_each`, every response
     /// says `Connection: close` (each request then needs a new connection).
     pub fn start(leaf: Leaf, close_each: bool) -> TlsOrigin {
-        TlsOrigin::serve_with(leaf, close_each, None)
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        TlsOrigin::serve_with(listener, leaf, close_each, None)
+    }
+
+    /// As `start`, on 127.0.0.1:`port` (e.g. 443, which a test without the
+    /// privilege to bind it skips: hence the error, not a panic).
+    pub fn start_on(leaf: Leaf, port: u16) -> io::Result<TlsOrigin> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        Ok(TlsOrigin::serve_with(listener, leaf, false, None))
     }
 
     /// As `start`, but the handshake requires a client certificate issued
     /// by `client_ca` (mutual TLS).
     pub fn requiring_client_cert(leaf: Leaf, client_ca: &Ca) -> TlsOrigin {
-        TlsOrigin::serve_with(leaf, false, Some(client_ca))
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        TlsOrigin::serve_with(listener, leaf, false, Some(client_ca))
     }
 
-    fn serve_with(leaf: Leaf, close_each: bool, client_ca: Option<&Ca>) -> TlsOrigin {
+    fn serve_with(
+        listener: TcpListener,
+        leaf: Leaf,
+        close_each: bool,
+        client_ca: Option<&Ca>,
+    ) -> TlsOrigin {
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -151,7 +165,6 @@ impl TlsOrigin {
             .with_single_cert(leaf.chain, leaf.key)
             .expect("server certificate");
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
         let shared = Arc::clone(&seen);
