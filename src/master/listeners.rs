@@ -101,13 +101,21 @@ fn check_free(addr: SocketAddr) -> io::Result<()> {
 /// close-on-exec, a large backlog. Also used by the cost-floor relay in
 /// `benches/floor`, so that it listens exactly as the workers do.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_listener(addr, true)
+}
+
+/// A listening socket as workers use them; `reuse_port` for a slot's (sp
+/// mode's one socket has no siblings).
+pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
         None,
     )?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     prefer_dual_stack(&socket, addr);
     socket.bind(&addr.into())?;
     socket.listen(4096)?;

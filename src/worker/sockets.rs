@@ -34,18 +34,5 @@ pub(super) fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> 
 
 /// Binds the listening socket for sp mode.
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        // `-H ::` serves IPv4 clients too, as operators expect.
-        let _ = socket.set_only_v6(false);
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
+    crate::master::listeners::bind_listener(addr, false)
 }
