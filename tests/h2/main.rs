@@ -354,6 +354,62 @@ fn a_removed_h2_backends_idle_connection_closes_at_once() {
     );
 }
 
+/// A removed h2 backend's connection that still carries a stream is not
+/// cut: the response in flight arrives whole, and the connection closes
+/// once that last stream is done.
+#[test]
+fn a_removed_h2_backends_busy_connection_closes_after_its_last_stream() {
+    use load_balancer::origin::{Origin, OriginConfig};
+    let ca = Ca::new();
+    let h2 = origin(&ca, 100);
+    let plain = Origin::start(OriginConfig::new("plain")).expect("origin");
+    let pem = ca.pem_file();
+    let h2_only = format!(
+        r#"{{"backends": [{{"host": "https://localhost", "port": {}}}], "ca_file": "{}"}}"#,
+        h2.port(),
+        pem.display()
+    );
+    let file = common::scratch_file("h2-retire-busy.json", &h2_only);
+    let lb = Lb::start(&["-c", file.to_str().expect("utf8")]);
+    // 64 MiB asked for and not read yet: the stream stays open, held by
+    // flow control, while the backend is removed.
+    let mut client = Client::connect(lb.port());
+    client
+        .send_request("GET", "/bytes/67108864", &[], b"")
+        .expect("send");
+    assert!(wait_until(Duration::from_secs(2), || h2.streams() == 1));
+    let plain_only = format!(
+        r#"{{"backends": [{{"host": "127.0.0.1", "port": {}}}]}}"#,
+        plain.addr().port()
+    );
+    std::fs::write(&file, plain_only).expect("rewrite the config");
+    lb.signal("HUP");
+    assert!(
+        lb.wait_for_log("removed localhost:", Duration::from_secs(3)),
+        "{:#?}",
+        lb.stderr_lines()
+    );
+    assert_eq!(h2.h2_open(), 1, "the busy connection was cut");
+    let r = client.read_response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 64 << 20);
+    assert!(
+        r.body
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == b'a' + (i % 26) as u8)
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || h2.h2_open() == 0),
+        "the connection closes after its last stream: {} open",
+        h2.h2_open()
+    );
+    assert_eq!(
+        common::get(lb.port(), "/").header("x-origin"),
+        Some("plain")
+    );
+}
+
 /// Byte `i` of the large bodies the tests send.
 fn pattern(i: usize) -> u8 {
     (i % 251) as u8
