@@ -34,12 +34,9 @@ cleanup() {
     [[ -n ${KEEP:-} ]] || rm -rf "$tmp"
 }
 
-# An nginx origin answering "hello\n" over plain HTTP/1.1 (keep-alive
-# without limits) on each given port of 127.0.0.1.
-plain_origin() {
-    local listens="" port
-    for port in "$@"; do listens+="listen 127.0.0.1:$port; "; done
-    printf 'hello\n' > "$tmp/body"
+# Starts the nginx origin (one worker, keep-alive without limits) with $1
+# inside its http block: the servers, and whatever they share.
+start_origin() {
     cat > "$tmp/origin.conf" <<CONF
 worker_processes 1;
 pid $tmp/origin.pid;
@@ -49,10 +46,19 @@ http {
     access_log off;
     keepalive_requests 100000000;
     keepalive_timeout 300s;
-    server { $listens root $tmp; location / { try_files /body =404; } }
+$1
 }
 CONF
     nginx -c "$tmp/origin.conf"
+}
+
+# An nginx origin answering "hello\n" over plain HTTP/1.1 on each given
+# port of 127.0.0.1.
+plain_origin() {
+    local listens="" port
+    for port in "$@"; do listens+="listen 127.0.0.1:$port; "; done
+    printf 'hello\n' > "$tmp/body"
+    start_origin "    server { $listens root $tmp; location / { try_files /body =404; } }"
 }
 
 # CPU ticks of every process in process group $1.

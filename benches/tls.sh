@@ -36,16 +36,7 @@ case $body in
     *) echo "BODY is small or 16k" >&2; exit 1 ;;
 esac
 
-cat > "$tmp/origin.conf" <<CONF
-worker_processes 1;
-pid $tmp/origin.pid;
-error_log $tmp/origin.err;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    ssl_certificate $tmp/cert.pem;
+start_origin "    ssl_certificate $tmp/cert.pem;
     ssl_certificate_key $tmp/key.pem;
     server { listen 127.0.0.1:9443 ssl http2; root $tmp; location / { try_files /body =404; } }
     server { listen 127.0.0.1:9444 ssl; root $tmp; location / { try_files /body =404; } }
@@ -53,10 +44,7 @@ http {
              location / { try_files /body =404; } }
     server { listen 127.0.0.1:9446 ssl; keepalive_timeout 0; root $tmp;
              ssl_session_tickets off; ssl_session_cache off;
-             location / { try_files /body =404; } }
-}
-CONF
-nginx -c "$tmp/origin.conf"
+             location / { try_files /body =404; } }"
 
 nginx_conf() { # $1: origin port, $2: name
     cat > "$tmp/nginx-$2.conf" <<CONF

@@ -63,6 +63,15 @@ fn status_and_sent(line: &str) -> (u16, u64) {
     (status, sent)
 }
 
+/// One GET on a connection of its own, answered 200.
+fn get_ok(port: u16, target: &str) {
+    let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        status_of(&raw_exchange(port, req.as_bytes(), IO_TIMEOUT)),
+        200
+    );
+}
+
 fn status_of(reply: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(reply);
     text.get(9..12)
@@ -291,11 +300,7 @@ fn reopen_on_usr1(mode: &str) {
     if mode == "mp" {
         assert!(lb.wait_for_log("serving", Duration::from_secs(10)));
     }
-    let get = |target: &str| {
-        let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let r = raw_exchange(lb.port(), req.as_bytes(), IO_TIMEOUT);
-        assert_eq!(status_of(&r), 200);
-    };
+    let get = |target: &str| get_ok(lb.port(), target);
     get("/bytes/1?before");
     wait_lines(&path, 1);
     let rotated = path.with_extension("1");
@@ -364,11 +369,7 @@ fn a_reload_moves_the_log(mode: &str) {
     if mode == "mp" {
         assert!(lb.wait_for_log("serving", Duration::from_secs(10)));
     }
-    let get = |target: &str| {
-        let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let r = raw_exchange(lb.port(), req.as_bytes(), IO_TIMEOUT);
-        assert_eq!(status_of(&r), 200);
-    };
+    let get = |target: &str| get_ok(lb.port(), target);
     get("/bytes/1?before");
     wait_lines(&old, 1);
     std::fs::write(&file, config(&new, "json")).expect("rewrite the config");
